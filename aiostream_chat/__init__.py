@@ -1,0 +1,136 @@
+"""Stream Amazon Bedrock ConverseStream chat replies into asyncio programs."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._config import Timeouts
+from ._conversation import AsyncConversation
+from ._errors import (
+    AccessDeniedError,
+    BedrockError,
+    ChatError,
+    ConnectionLostError,
+    ConversationBusyError,
+    FirstTokenTimeoutError,
+    IdleTimeoutError,
+    IncompleteStreamError,
+    InternalServerError,
+    InvalidRequestError,
+    ModelError,
+    ModelNotReadyError,
+    ModelStreamError,
+    ModelTimeoutError,
+    ResourceNotFoundError,
+    ServiceUnavailableError,
+    StreamClosedError,
+    StreamDecodeError,
+    StreamTimeoutError,
+    ThrottlingError,
+    TotalTimeoutError,
+    TransportError,
+)
+from ._events import (
+    CitationDelta,
+    ContentBlockStart,
+    ContentBlockStop,
+    MessageStart,
+    MessageStop,
+    Metadata,
+    ReasoningDelta,
+    Retrying,
+    StreamEvent,
+    TextDelta,
+    ToolUseDelta,
+    ToolUseStart,
+    TurnCompleted,
+    TurnFailed,
+    UnknownEvent,
+)
+from ._models import (
+    ContentBlock,
+    InferenceConfig,
+    Message,
+    Metrics,
+    RawBlock,
+    ReasoningBlock,
+    Reply,
+    TextBlock,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+    Usage,
+)
+from ._retry import RetryPolicy
+from ._state import ConversationState
+from ._stream import ChatStream
+
+try:
+    __version__ = version("aiostream-chat")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AccessDeniedError",
+    "AsyncConversation",
+    "BedrockError",
+    "ChatError",
+    "ChatStream",
+    "CitationDelta",
+    "ConnectionLostError",
+    "ContentBlock",
+    "ContentBlockStart",
+    "ContentBlockStop",
+    "ConversationBusyError",
+    "ConversationState",
+    "FirstTokenTimeoutError",
+    "IdleTimeoutError",
+    "IncompleteStreamError",
+    "InferenceConfig",
+    "InternalServerError",
+    "InvalidRequestError",
+    "Message",
+    "MessageStart",
+    "MessageStop",
+    "Metadata",
+    "Metrics",
+    "ModelError",
+    "ModelNotReadyError",
+    "ModelStreamError",
+    "ModelTimeoutError",
+    "RawBlock",
+    "ReasoningBlock",
+    "ReasoningDelta",
+    "Reply",
+    "ResourceNotFoundError",
+    "RetryPolicy",
+    "Retrying",
+    "ServiceUnavailableError",
+    "StreamClosedError",
+    "StreamDecodeError",
+    "StreamEvent",
+    "StreamTimeoutError",
+    "TextBlock",
+    "TextDelta",
+    "ThrottlingError",
+    "Timeouts",
+    "ToolResultBlock",
+    "ToolSpec",
+    "ToolUseBlock",
+    "ToolUseDelta",
+    "ToolUseStart",
+    "TotalTimeoutError",
+    "TransportError",
+    "TurnCompleted",
+    "TurnFailed",
+    "UnknownEvent",
+    "Usage",
+    "__version__",
+]
+
+# Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("aiostream_chat._"):
+        _obj.__module__ = __name__
+del _name, _obj

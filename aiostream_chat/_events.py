@@ -1,0 +1,164 @@
+"""Typed stream events: a union discriminated by ``type``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from ._errors import ChatError
+from ._models import Frozen, Reply, Usage
+
+__all__ = [
+    "CitationDelta",
+    "ContentBlockStart",
+    "ContentBlockStop",
+    "MessageStart",
+    "MessageStop",
+    "Metadata",
+    "ReasoningDelta",
+    "Retrying",
+    "StreamEvent",
+    "TextDelta",
+    "ToolUseDelta",
+    "ToolUseStart",
+    "TurnCompleted",
+    "TurnFailed",
+    "UnknownEvent",
+]
+
+
+class MessageStart(Frozen):
+    """The model started its message."""
+
+    role: str = "assistant"
+    type: Literal["message_start"] = "message_start"
+
+
+class ToolUseStart(Frozen):
+    """The identity of a tool call whose input follows in ``ToolUseDelta`` events."""
+
+    tool_use_id: str
+    name: str
+
+
+class ContentBlockStart(Frozen):
+    """A content block started (Bedrock sends this for tool use and newer kinds only)."""
+
+    index: int
+    tool_use: ToolUseStart | None = None
+    raw: dict[str, Any] = {}
+    """The ``start`` object as Bedrock sent it."""
+    type: Literal["content_block_start"] = "content_block_start"
+
+
+class TextDelta(Frozen):
+    """A piece of text."""
+
+    index: int
+    text: str
+    type: Literal["text_delta"] = "text_delta"
+
+
+class ToolUseDelta(Frozen):
+    """A fragment of a tool call's input JSON (not valid JSON on its own)."""
+
+    index: int
+    input_fragment: str
+    type: Literal["tool_use_delta"] = "tool_use_delta"
+
+
+class ReasoningDelta(Frozen):
+    """A piece of reasoning text, its signature, or redacted reasoning bytes."""
+
+    index: int
+    text: str = ""
+    signature: str | None = None
+    redacted: bytes | None = None
+    type: Literal["reasoning_delta"] = "reasoning_delta"
+
+
+class CitationDelta(Frozen):
+    """A citation attached to the text block at ``index``."""
+
+    index: int
+    citation: dict[str, Any]
+    type: Literal["citation_delta"] = "citation_delta"
+
+
+class ContentBlockStop(Frozen):
+    """The content block at ``index`` is complete."""
+
+    index: int
+    type: Literal["content_block_stop"] = "content_block_stop"
+
+
+class MessageStop(Frozen):
+    """The model finished its message."""
+
+    stop_reason: str
+    additional_fields: dict[str, Any] | None = None
+    type: Literal["message_stop"] = "message_stop"
+
+
+class Metadata(Frozen):
+    """Usage and latency, sent after ``MessageStop``."""
+
+    usage: Usage = Usage()
+    server_latency_ms: int | None = None
+    trace: dict[str, Any] | None = None
+    type: Literal["metadata"] = "metadata"
+
+
+class UnknownEvent(Frozen):
+    """An event or delta kind this version does not know, forwarded as received."""
+
+    name: str
+    payload: dict[str, Any]
+    type: Literal["unknown"] = "unknown"
+
+
+class _WithError(Frozen):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+
+class Retrying(_WithError):
+    """The attempt failed before any content reached the caller; another follows after ``delay``."""
+
+    attempt: int
+    """The number of the attempt that is about to start (2 for the first retry)."""
+    delay: float
+    error: ChatError
+    type: Literal["retrying"] = "retrying"
+
+
+class TurnCompleted(Frozen):
+    """A fan-out turn completed (``fan_out_stream`` only)."""
+
+    reply: Reply
+    type: Literal["turn_completed"] = "turn_completed"
+
+
+class TurnFailed(_WithError):
+    """A fan-out turn failed (``fan_out_stream`` only)."""
+
+    error: BaseException
+    type: Literal["turn_failed"] = "turn_failed"
+
+
+StreamEvent = Annotated[
+    MessageStart
+    | ContentBlockStart
+    | TextDelta
+    | ToolUseDelta
+    | ReasoningDelta
+    | CitationDelta
+    | ContentBlockStop
+    | MessageStop
+    | Metadata
+    | UnknownEvent
+    | Retrying
+    | TurnCompleted
+    | TurnFailed,
+    Field(discriminator="type"),
+]

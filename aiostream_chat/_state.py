@@ -1,0 +1,17 @@
+"""ConversationState: a conversation's settings and history, without credentials or clients."""
+
+from __future__ import annotations
+
+from ._models import Frozen, InferenceConfig, Message, ToolSpec
+
+__all__ = ["ConversationState"]
+
+
+class ConversationState(Frozen):
+    """Everything needed to resume a conversation; round-trips through JSON."""
+
+    model_id: str
+    system: str | None = None
+    inference: InferenceConfig | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    history: tuple[Message, ...] = ()

@@ -1,0 +1,102 @@
+"""The adapter to aiobotocore: open a ConverseStream and take over its raw HTTP body.
+
+botocore signs the request, resolves the endpoint and parses HTTP errors raised before the
+stream; from the 200 response on, we read the body ourselves. This is the only module that
+touches aiobotocore internals (``AioEventStream._raw_stream``); ``check_aiobotocore_shape()``
+fails loudly if they change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import aiohttp
+from aiobotocore.eventstream import AioEventStream
+
+__all__ = ["RawBody", "check_aiobotocore_shape", "open_converse_stream"]
+
+log = logging.getLogger("aiostream_chat")
+_CHUNK = 64 * 1024
+
+
+class RawBody(Protocol):
+    """The response body of an open ConverseStream."""
+
+    request_id: str | None
+
+    async def read(self) -> bytes:
+        """The next bytes of the body; ``b""`` at its end."""
+        ...
+
+    def close(self) -> None:
+        """Drop the connection now (it is never returned to the pool half-read)."""
+        ...
+
+
+class AiohttpBody:
+    """Reads an aiohttp ``ClientResponse`` (aiobotocore's default backend)."""
+
+    __slots__ = ("_response", "request_id")
+
+    def __init__(self, response: aiohttp.ClientResponse, request_id: str | None) -> None:
+        self._response = response
+        self.request_id = request_id
+
+    async def read(self) -> bytes:
+        return await self._response.content.readany()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HttpxBody:
+    """Reads an ``httpx.Response`` (aiobotocore's optional httpx backend)."""
+
+    __slots__ = ("_chunks", "_response", "request_id")
+
+    def __init__(self, response: Any, request_id: str | None) -> None:
+        self._response = response
+        self._chunks: AsyncIterator[bytes] | None = None
+        self.request_id = request_id
+
+    async def read(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = self._response.aiter_raw(_CHUNK)
+        async for chunk in self._chunks:
+            if chunk:
+                return bytes(chunk)
+        return b""
+
+    def close(self) -> None:
+        # httpx closes asynchronously; closing the underlying stream drops the connection.
+        stream = getattr(self._response, "stream", None)
+        closer = getattr(stream, "_stream", None) or stream
+        sync_close = getattr(closer, "close", None)
+        if callable(sync_close):
+            try:
+                sync_close()
+            except RuntimeError:
+                pass
+        self._response.is_closed = True
+
+
+def check_aiobotocore_shape(stream: object) -> Any:
+    """Return the raw HTTP response behind aiobotocore's event stream, or fail loudly."""
+    if not isinstance(stream, AioEventStream) or not hasattr(stream, "_raw_stream"):
+        raise RuntimeError(
+            "aiobotocore's ConverseStream response no longer exposes AioEventStream._raw_stream; "
+            "this aiostream-chat version does not support the installed aiobotocore"
+        )
+    return stream._raw_stream
+
+
+async def open_converse_stream(client: Any, params: dict[str, Any]) -> RawBody:
+    """Send the request; return the body once Bedrock answered 200 (errors raise botocore's)."""
+    response = await client.converse_stream(**params)
+    raw = check_aiobotocore_shape(response["stream"])
+    request_id = response.get("ResponseMetadata", {}).get("RequestId")
+    if isinstance(raw, aiohttp.ClientResponse):
+        return AiohttpBody(raw, request_id)
+    return HttpxBody(raw, request_id)

@@ -1,0 +1,46 @@
+"""Run FakeBedrock standalone: python -m aiostream_chat.testing --port 8000."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from ._server import FakeBedrock, _is_loopback
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m aiostream_chat.testing",
+        description="Serve a fake Amazon Bedrock Runtime (ConverseStream, Converse) on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port, 0 for any (default 8000)")
+    parser.add_argument(
+        "--delay", type=float, default=0.03, help="seconds between frames (default 0.03)"
+    )
+    args = parser.parse_args(argv)
+    if not _is_loopback(args.host):
+        parser.error(f"--host must be a loopback address, not {args.host!r}")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeBedrock(host=args.host, port=args.port, delay=args.delay) as fake:
+        print(fake.endpoint_url, flush=True)
+        print("FakeBedrock is serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted."""
+    asyncio.run(_serve(_parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Scripts: what FakeBedrock answers to one request, built by reply(), replay(), raw_events()."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ._recordings import load_recording
+
+__all__ = ["Event", "Fault", "Script", "ToolUse", "error_code", "raw_events", "replay", "reply"]
+
+Event = tuple[str, dict[str, Any]]
+FaultKind = Literal[
+    "http", "exception", "error", "stall", "eof", "half_frame", "reset", "corrupt_crc"
+]
+
+DEFAULT_TEXT = "Hello from FakeBedrock."
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+# status -> (modeled error code, the message Bedrock sends with it)
+HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("ValidationException", "The provided request is not valid."),
+    403: (
+        "AccessDeniedException",
+        "You don't have access to the model with the specified model ID.",
+    ),
+    404: ("ResourceNotFoundException", "The requested resource could not be found."),
+    408: ("ModelTimeoutException", "Model has timed out in processing the request."),
+    424: ("ModelErrorException", "The model returned an error while processing the request."),
+    429: ("ThrottlingException", "Too many requests, please wait before trying again."),
+    500: ("InternalServerException", "The system encountered an unexpected error."),
+    503: (
+        "ServiceUnavailableException",
+        "The service is temporarily unable to handle the request.",
+    ),
+}
+_STATUS_OF_CODE = {code.lower(): status for status, (code, _) in HTTP_ERRORS.items()}
+_STATUS_OF_CODE["modelstreamerrorexception"] = 424
+_STATUS_OF_CODE["modelnotreadyexception"] = 429
+_STATUS_OF_CODE["servicequotaexceededexception"] = 400
+
+_tool_ids = itertools.count(1)
+
+
+def error_code(status: int) -> str:
+    """The modeled Bedrock error code for an HTTP status (the status itself if unmodeled)."""
+    return HTTP_ERRORS[status][0] if status in HTTP_ERRORS else str(status)
+
+
+def status_of(code: str) -> int:
+    """The HTTP status Bedrock uses for an error code, in either case style."""
+    return _STATUS_OF_CODE.get(code.lower(), 500)
+
+
+def _default_message(code: str) -> str:
+    status = _STATUS_OF_CODE.get(code.lower())
+    if status is not None and HTTP_ERRORS[status][0].lower() == code.lower():
+        return HTTP_ERRORS[status][1]
+    return f"{code} scripted by FakeBedrock."
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool call the scripted model makes; its input JSON streams in `chunks` pieces."""
+
+    name: str
+    input: dict[str, Any]
+    tool_use_id: str | None = None
+    chunks: int = 3
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure injected into a reply, after `after` contentBlockDelta frames."""
+
+    kind: FaultKind
+    after: int = 0
+    status: int = 500
+    code: str = ""
+    message: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def http(cls, status: int, code: str | None = None, message: str = "") -> Fault:
+        """Answer with an HTTP error status and Bedrock's error headers instead of a stream."""
+        code = code or error_code(status)
+        return cls("http", status=status, code=code, message=message or _default_message(code))
+
+    @classmethod
+    def exception(cls, name: str, message: str = "", after: int = 0) -> Fault:
+        """Send an exception frame such as `throttlingException`, then end the body."""
+        msg = message or _default_message(name)
+        return cls("exception", after=after, status=status_of(name), code=name, message=msg)
+
+    @classmethod
+    def error(cls, code: str, message: str = "", after: int = 0) -> Fault:
+        """Send a `:message-type: error` frame with :error-code/:error-message, then end."""
+        msg = message or _default_message(code)
+        return cls("error", after=after, status=status_of(code), code=code, message=msg)
+
+    @classmethod
+    def stall(cls, seconds: float, after: int = 0) -> Fault:
+        """Pause for `seconds`, then carry on with the reply."""
+        return cls("stall", after=after, seconds=seconds)
+
+    @classmethod
+    def eof(cls, after: int = 0) -> Fault:
+        """End the body cleanly without messageStop."""
+        return cls("eof", after=after)
+
+    @classmethod
+    def half_frame(cls, after: int = 0) -> Fault:
+        """Send the first half of the next frame, then end the body cleanly."""
+        return cls("half_frame", after=after)
+
+    @classmethod
+    def reset(cls, after: int = 0) -> Fault:
+        """Abort the TCP connection (RST)."""
+        return cls("reset", after=after)
+
+    @classmethod
+    def corrupt_crc(cls, after: int = 0) -> Fault:
+        """Send the next frame with a wrong message checksum."""
+        return cls("corrupt_crc", after=after)
+
+
+@dataclass(frozen=True)
+class Script:
+    """What FakeBedrock does for one request; build it with reply(), replay() or raw_events()."""
+
+    events: tuple[Event, ...] = ()
+    fault: Fault | None = None
+    delay: float = 0.0
+    header_delay: float = 0.0
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    # Pre-encoded body parts written as they are (replay); `events` is then unused.
+    body: tuple[bytes, ...] | None = field(default=None, repr=False)
+
+
+def split_words(text: str) -> list[str]:
+    """Split text into chunks of one or two words, each keeping its leading whitespace."""
+    words = re.findall(r"\s*\S+", text)
+    tail = text[sum(map(len, words)) :]
+    if not words:
+        return [text] if text else []
+    words[-1] += tail
+    chunks: list[str] = []
+    i = 0
+    while i < len(words):
+        take = 2 if len(words[i].strip()) <= 4 and i + 1 < len(words) else 1
+        chunks.append("".join(words[i : i + take]))
+        i += take
+    return chunks
+
+
+def split_even(text: str, n: int) -> list[str]:
+    """Split text into `n` (fewer if text is shorter) roughly equal, non-empty pieces."""
+    n = max(1, min(n, len(text)))
+    cuts = [round(i * len(text) / n) for i in range(n + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(cuts)] if text else [""]
+
+
+def _text_chunks(text: str, chunks: int | Sequence[str] | None) -> list[str]:
+    if chunks is None:
+        return split_words(text)
+    if isinstance(chunks, int):
+        return split_even(text, chunks)
+    if isinstance(chunks, str):
+        raise TypeError("chunks must be an int or a sequence of strings, not a str")
+    pieces = list(chunks)
+    if text not in (DEFAULT_TEXT, "".join(pieces)):
+        raise ValueError("chunks must join to text")
+    return pieces
+
+
+def _signature(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode()).digest() * 3
+    return base64.b64encode(digest).decode()
+
+
+def reply(
+    text: str = DEFAULT_TEXT,
+    *,
+    chunks: int | Sequence[str] | None = None,
+    delay: float = 0.0,
+    header_delay: float = 0.0,
+    reasoning: str | None = None,
+    signature: str | None = None,
+    redacted: bytes | None = None,
+    tool_uses: Sequence[ToolUse] = (),
+    citations: Sequence[dict[str, Any]] = (),
+    stop_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    latency_ms: int = 42,
+    trace: dict[str, Any] | None = None,
+    fault: Fault | None = None,
+    empty_deltas: bool = False,
+) -> Script:
+    """A reply streamed exactly as Bedrock sends it: the events of one assistant message."""
+    pieces = _text_chunks(text, chunks)
+    text = "".join(pieces)
+    events: list[Event] = [("messageStart", {"role": "assistant"})]
+    index = 0
+
+    def delta(body: dict[str, Any]) -> None:
+        events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": body}))
+
+    def stop() -> None:
+        nonlocal index
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
+
+    if reasoning is not None:
+        for piece in split_words(reasoning) or [""]:
+            delta({"reasoningContent": {"text": piece}})
+        delta({"reasoningContent": {"signature": signature or _signature(reasoning)}})
+        stop()
+    if redacted is not None:
+        delta({"reasoningContent": {"redactedContent": base64.b64encode(redacted).decode()}})
+        stop()
+    if text or not tool_uses:
+        if empty_deltas or not pieces:
+            delta({"text": ""})
+        for piece in pieces:
+            delta({"text": piece})
+        for citation in citations:
+            delta({"citation": citation})
+        stop()
+    for tool in tool_uses:
+        tool_id = tool.tool_use_id or f"tooluse_{next(_tool_ids)}"
+        start = {"toolUse": {"toolUseId": tool_id, "name": tool.name}}
+        events.append(("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+        for piece in split_even(json.dumps(tool.input, separators=(",", ":")), tool.chunks):
+            delta({"toolUse": {"input": piece}})
+        stop()
+    events.append(("messageStop", {"stopReason": stop_reason or _stop_reason(tool_uses)}))
+    if usage is None:
+        output = len(text) + len(reasoning or "") + sum(len(json.dumps(t.input)) for t in tool_uses)
+        usage = {"inputTokens": 20, "outputTokens": max(1, output // 4)}
+        usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
+    metadata: dict[str, Any] = {"usage": usage, "metrics": {"latencyMs": latency_ms}}
+    if trace is not None:
+        metadata["trace"] = trace
+    events.append(("metadata", metadata))
+    return Script(tuple(events), fault=fault, delay=delay, header_delay=header_delay)
+
+
+def _stop_reason(tool_uses: Sequence[ToolUse]) -> str:
+    return "tool_use" if tool_uses else "end_turn"
+
+
+def raw_events(events: Sequence[tuple[str, dict[str, Any]]], *, delay: float = 0.0) -> Script:
+    """Frames with exactly these :event-type names and payloads, e.g. for unknown event kinds."""
+    return Script(tuple((name, dict(payload)) for name, payload in events), delay=delay)
+
+
+def split_frames(body: bytes) -> list[bytes]:
+    """Cut an event-stream body at frame boundaries (a truncated tail stays one part)."""
+    parts: list[bytes] = []
+    pos = 0
+    while pos < len(body):
+        total = int.from_bytes(body[pos : pos + 4], "big") if len(body) - pos >= 4 else 0
+        end = pos + total if total >= 16 else len(body)
+        parts.append(body[pos:end])
+        pos = end
+    return parts
+
+
+_SKIPPED_HEADERS = {"connection", "content-length", "transfer-encoding", "date", "content-type"}
+
+
+def replay(recording: dict[str, Any] | str | Path, *, delay: float = 0.0) -> Script:
+    """A recorded response: status, content type and body bytes exactly as recorded."""
+    if not isinstance(recording, dict):
+        recording = load_recording(recording)
+    status = int(recording["status"])
+    recorded = {k.lower(): str(v) for k, v in recording.get("response_headers", {}).items()}
+    body = base64.b64decode(recording.get("body_base64", ""))
+    headers = [("Content-Type", recorded.get("content-type", "application/json"))]
+    headers += [(k, v) for k, v in recorded.items() if k not in _SKIPPED_HEADERS]
+    if status >= 300 and "x-amzn-errortype" not in recorded:
+        # Recordings drop x-amzn-ErrorType; botocore needs it to name the error.
+        headers.append(("x-amzn-ErrorType", _error_type(error_code(status))))
+    parts = split_frames(body) if status == 200 else [body]
+    return Script(status=status, headers=tuple(headers), body=tuple(parts), delay=delay)
+
+
+def _error_type(code: str) -> str:
+    return f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+
+
+def converse_output(events: Sequence[Event]) -> dict[str, Any]:
+    """The non-streaming Converse answer carrying the same message as these stream events."""
+    blocks: dict[int, dict[str, Any]] = {}
+    answer: dict[str, Any] = {"stopReason": "end_turn", "usage": {}, "metrics": {}}
+    for name, payload in events:
+        index = payload.get("contentBlockIndex", 0)
+        match name, payload:
+            case "contentBlockStart", {"start": {"toolUse": tool}}:
+                start = {"toolUseId": tool.get("toolUseId"), "name": tool.get("name")}
+                blocks[index] = {"toolUse": {**start, "input": ""}}
+            case "contentBlockDelta", {"delta": {"text": str(text)}}:
+                block = blocks.setdefault(index, {"text": ""})
+                block["text"] = block.get("text", "") + text
+            case "contentBlockDelta", {"delta": {"toolUse": {"input": str(part)}}}:
+                if "toolUse" in blocks.get(index, {}):
+                    blocks[index]["toolUse"]["input"] += part
+            case "contentBlockDelta", {"delta": {"reasoningContent": dict(delta)}}:
+                reasoning = blocks.setdefault(index, {"reasoningContent": {}})
+                _add_reasoning(reasoning.setdefault("reasoningContent", {}), delta)
+            case "messageStop", _:
+                answer["stopReason"] = payload.get("stopReason", "end_turn")
+            case "metadata", _:
+                answer |= {k: v for k, v in payload.items() if k in ("usage", "metrics", "trace")}
+    for block in blocks.values():
+        if "toolUse" in block:
+            block["toolUse"]["input"] = _parse_json(block["toolUse"]["input"])
+    content = [blocks[i] for i in sorted(blocks)]
+    answer["output"] = {"message": {"role": "assistant", "content": content}}
+    return answer
+
+
+def _add_reasoning(block: dict[str, Any], delta: dict[str, Any]) -> None:
+    if "redactedContent" in delta:
+        block["redactedContent"] = delta["redactedContent"]
+        return
+    text = block.setdefault("reasoningText", {"text": ""})
+    text["text"] += delta.get("text", "")
+    if "signature" in delta:
+        text["signature"] = delta["signature"]
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
