@@ -92,8 +92,10 @@ def _parse_headers(data: bytes | memoryview) -> dict[str, Header]:
                 pos += 16
             else:
                 raise StreamDecodeError(f"unknown header value type {kind}")
+            if name in headers:
+                raise StreamDecodeError(f"duplicate header {name!r}")
             headers[name] = value
-    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+    except (struct.error, IndexError, UnicodeDecodeError, OverflowError) as exc:
         raise StreamDecodeError(f"malformed event-stream headers: {exc}") from exc
     if pos != end:
         raise StreamDecodeError("header value runs past the header block")
@@ -207,7 +209,12 @@ def _encode_header(name: str, value: Header | HeaderValue) -> bytes:
 
 def encode_frame(headers: dict[str, Header | HeaderValue], payload: bytes = b"") -> bytes:
     """Encode one event-stream message."""
-    header_block = b"".join(_encode_header(name, value) for name, value in headers.items())
+    try:
+        header_block = b"".join(_encode_header(name, value) for name, value in headers.items())
+    except struct.error as exc:
+        raise ValueError(f"header value out of range: {exc}") from exc
+    if len(header_block) > MAX_HEADERS_LENGTH:
+        raise ValueError(f"header block of {len(header_block)} bytes is too large")
     total = MIN_MESSAGE_LENGTH + len(header_block) + len(payload)
     prelude = _U32.pack(total) + _U32.pack(len(header_block))
     message = prelude + _U32.pack(crc32(prelude)) + header_block + payload

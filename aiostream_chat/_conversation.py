@@ -23,7 +23,8 @@ from ._models import (
 )
 from ._retry import RetryPolicy
 from ._state import ConversationState
-from ._stream import ChatStream, Turn
+from ._stream import RAW_BODY, ChatStream, Turn
+from ._transport import json_body
 
 if TYPE_CHECKING:
     from ._events import StreamEvent
@@ -71,6 +72,14 @@ def _user_message(prompt: Any) -> Message:
     return message
 
 
+def _stand_in(message: Message) -> dict[str, Any]:
+    blocks = (
+        {"text": "(content block)"} if isinstance(b, RawBlock) else b.to_bedrock()
+        for b in message.content
+    )
+    return {"role": message.role, "content": list(blocks)}
+
+
 def _check_tools(tools: Any) -> tuple[ToolSpec, ...]:
     if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
         raise TypeError(f"tools must be a sequence of ToolSpec, not {type(tools).__name__}")
@@ -102,8 +111,8 @@ class _ConversationTurn(Turn):
                 "for concurrent turns"
             )
         conv._active = stream
-        messages = [m.to_bedrock() for m in conv._history]
-        messages.append(stream.user_message.to_bedrock())
+        history = (*conv._history, stream.user_message)
+        messages = [m.to_bedrock() for m in history]
         params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
         if conv._system:
             params["system"] = [{"text": conv._system}]
@@ -111,6 +120,11 @@ class _ConversationTurn(Turn):
             params["inferenceConfig"] = config
         if self._tools:
             params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
+        if any(isinstance(b, RawBlock) for m in history for b in m.content):
+            # botocore would reject blocks newer than its model: it validates a stand-in
+            # and the transport sends the real body (see open_converse_stream).
+            params[RAW_BODY] = json_body(params)
+            params["messages"] = [_stand_in(m) for m in history]
         return params
 
     def end(self, stream: ChatStream, reply: Reply | None) -> None:

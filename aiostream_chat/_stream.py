@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from ._transport import RawBody
 
-__all__ = ["ChatStream", "Turn"]
+__all__ = ["RAW_BODY", "ChatStream", "Turn"]
+
+RAW_BODY = "__raw_body__"  # params key: a JSON body that replaces botocore's serialisation
 
 log = logging.getLogger("aiostream_chat")
 
@@ -128,6 +130,7 @@ class ChatStream:
         self._text_parts: list[str] = []
         self._delivered_content = False
         self._params: dict[str, Any] = {}
+        self._raw_body: bytes | None = None
         self._body: RawBody | None = None
         self._decoder = EventStreamDecoder()
         self._acc = Accumulator()
@@ -193,6 +196,7 @@ class ChatStream:
 
     def _start(self) -> None:
         self._params = self._turn.begin(self)
+        self._raw_body = self._params.pop(RAW_BODY, None)
         self._status = "streaming"
         self._turn_start = time.monotonic()
         log.debug("turn started: model=%s", self._params.get("modelId"))
@@ -256,7 +260,9 @@ class ChatStream:
         self._acc = Accumulator()
         self._first_token = None
         client = await self._turn.client()
-        self._body = await self._with_deadline(open_converse_stream(client, self._params))
+        self._body = await self._with_deadline(
+            open_converse_stream(client, self._params, self._raw_body)
+        )
         self._request_id = self._body.request_id
 
     def _deadline(self, backoff: bool) -> tuple[float | None, type[StreamTimeoutError]]:

@@ -8,17 +8,22 @@ fails loudly if they change.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import aiohttp
 from aiobotocore.eventstream import AioEventStream
 
-__all__ = ["RawBody", "check_aiobotocore_shape", "open_converse_stream"]
+__all__ = ["RawBody", "check_aiobotocore_shape", "json_body", "open_converse_stream"]
 
 log = logging.getLogger("aiostream_chat")
 _CHUNK = 64 * 1024
+_HOOK = "before-call.bedrock-runtime.ConverseStream"
+_body_override: ContextVar[bytes | None] = ContextVar("aiostream_chat_body", default=None)
 
 
 class RawBody(Protocol):
@@ -92,9 +97,42 @@ def check_aiobotocore_shape(stream: object) -> Any:
     return stream._raw_stream
 
 
-async def open_converse_stream(client: Any, params: dict[str, Any]) -> RawBody:
-    """Send the request; return the body once Bedrock answered 200 (errors raise botocore's)."""
-    response = await client.converse_stream(**params)
+def json_body(params: dict[str, Any]) -> bytes:
+    """The JSON request body Bedrock expects for ``params`` (bytes as base64, like botocore)."""
+
+    def encode(value: object) -> str:
+        if isinstance(value, bytes | bytearray):
+            return base64.b64encode(value).decode("ascii")
+        raise TypeError(f"cannot send a {type(value).__name__} to Bedrock")
+
+    fields = {k: v for k, v in params.items() if k != "modelId"}
+    return json.dumps(fields, default=encode, separators=(",", ":")).encode()
+
+
+def _swap_body(params: dict[str, Any], **_: Any) -> None:
+    body = _body_override.get()
+    if body is not None:
+        params["body"] = body
+
+
+async def open_converse_stream(
+    client: Any, params: dict[str, Any], body: bytes | None = None
+) -> RawBody:
+    """Send the request; return the body once Bedrock answered 200 (errors raise botocore's).
+
+    ``body``, when given, replaces the JSON botocore serialised, after its validation and
+    before signing: botocore 1.40 rejects content blocks newer than its model, which we
+    must still send back to Bedrock verbatim.
+    """
+    if body is None:
+        response = await client.converse_stream(**params)
+    else:
+        client.meta.events.register(_HOOK, _swap_body, unique_id="aiostream_chat.swap_body")
+        token = _body_override.set(body)
+        try:
+            response = await client.converse_stream(**params)
+        finally:
+            _body_override.reset(token)
     raw = check_aiobotocore_shape(response["stream"])
     request_id = response.get("ResponseMetadata", {}).get("RequestId")
     if isinstance(raw, aiohttp.ClientResponse):

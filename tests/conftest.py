@@ -1,0 +1,59 @@
+"""Shared fixtures: a conversation factory wired to the `fake_bedrock` emulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aioboto3
+import pytest
+import pytest_asyncio
+
+from aiostream_chat import AsyncConversation
+from aiostream_chat.testing import FakeBedrock, no_backoff
+
+# Never let botocore look for credentials off this machine (instance metadata).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+MODEL = "us.amazon.nova-micro-v1:0"
+
+MakeConv = Callable[..., AsyncConversation]
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff() -> Iterator[None]:
+    """Retries happen without sleeping; tests that pin backoff timing opt out explicitly."""
+    with no_backoff():
+        yield
+
+
+@pytest.fixture
+def session() -> aioboto3.Session:
+    return aioboto3.Session(
+        aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1"
+    )
+
+
+@pytest_asyncio.fixture
+async def make_conv(
+    fake_bedrock: FakeBedrock, session: aioboto3.Session
+) -> AsyncIterator[MakeConv]:
+    """Builds conversations against the emulator and closes them after the test."""
+    made: list[AsyncConversation] = []
+
+    def make(model_id: str = MODEL, **kwargs: Any) -> AsyncConversation:
+        kwargs.setdefault("session", session)
+        kwargs.setdefault("endpoint_url", fake_bedrock.endpoint_url)
+        conv = AsyncConversation(model_id, **kwargs)
+        made.append(conv)
+        return conv
+
+    yield make
+    for conv in made:
+        await conv.aclose()
+
+
+@pytest_asyncio.fixture
+async def conv(make_conv: MakeConv) -> AsyncConversation:
+    return make_conv()
