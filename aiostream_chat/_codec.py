@@ -66,7 +66,7 @@ def _parse_headers(data: bytes | memoryview) -> dict[str, Header]:
             kind = data[pos]
             pos += 1
             value: Header
-            if kind == STRING or kind == BYTES:
+            if kind in (STRING, BYTES):
                 (length,) = _U16.unpack_from(data, pos)
                 pos += 2
                 raw = bytes(data[pos : pos + length])
@@ -74,7 +74,7 @@ def _parse_headers(data: bytes | memoryview) -> dict[str, Header]:
                     raise StreamDecodeError("header value runs past the header block")
                 pos += length
                 value = raw.decode("utf-8") if kind == STRING else raw
-            elif kind == TRUE or kind == FALSE:
+            elif kind in (TRUE, FALSE):
                 value = kind == TRUE
             elif kind in _FIXED:
                 fmt = _FIXED[kind]
@@ -109,7 +109,7 @@ class EventStreamDecoder:
     ``StreamDecodeError`` and leaves the decoder unusable.
     """
 
-    __slots__ = ("_buffer", "_broken")
+    __slots__ = ("_broken", "_buffer")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -171,7 +171,8 @@ class EventStreamDecoder:
         return frames, pos
 
 
-def _encode_header(name: str, value: Header | HeaderValue) -> bytes:
+def _encode_header(name: str, given: Header | HeaderValue) -> bytes:
+    value: Any = given
     raw_name = name.encode("utf-8")
     if len(raw_name) > 255:
         raise ValueError(f"header name {name!r} is longer than 255 bytes")

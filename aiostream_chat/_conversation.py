@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncConversation", "Prompt"]
 
 _BLOCK_TYPES = (TextBlock, ToolUseBlock, ToolResultBlock, ReasoningBlock, RawBlock)
-Prompt = str | Message | Sequence[TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock]
+Prompt = (
+    str | Message | Sequence[TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock]
+)
 
 
 def _check_type(name: str, value: Any, cls: type | tuple[type, ...]) -> None:
@@ -83,11 +85,11 @@ def _stand_in(message: Message) -> dict[str, Any]:
 def _check_tools(tools: Any) -> tuple[ToolSpec, ...]:
     if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
         raise TypeError(f"tools must be a sequence of ToolSpec, not {type(tools).__name__}")
-    tools = tuple(tools)
-    for tool in tools:
+    checked: tuple[ToolSpec, ...] = tuple(tools)
+    for tool in checked:
         if not isinstance(tool, ToolSpec):
             raise TypeError(f"tools must hold ToolSpec objects, not {type(tool).__name__}")
-    return tools
+    return checked
 
 
 class _ConversationTurn(Turn):
@@ -244,7 +246,9 @@ class AsyncConversation:
         timeouts: Timeouts | None = None,
     ) -> Reply:
         """Run a whole turn and return its reply."""
-        stream = self.stream(prompt, inference=inference, tools=tools, retry=retry, timeouts=timeouts)
+        stream = self.stream(
+            prompt, inference=inference, tools=tools, retry=retry, timeouts=timeouts
+        )
         async with stream:
             return await stream.get_reply()
 
@@ -266,7 +270,9 @@ class AsyncConversation:
         """Answer each prompt on its own fork of the current history, results in input order."""
         from ._fanout import fan_out
 
-        return await fan_out(self, prompts, concurrency=concurrency, return_exceptions=return_exceptions)
+        return await fan_out(
+            self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
+        )
 
     def fan_out_stream(
         self, prompts: Iterable[Prompt], *, concurrency: int = 16

@@ -47,7 +47,7 @@ class ContentBlockStart(Frozen):
 
     index: int
     tool_use: ToolUseStart | None = None
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = Field(default_factory=dict)
     """The ``start`` object as Bedrock sent it."""
     type: Literal["content_block_start"] = "content_block_start"
 

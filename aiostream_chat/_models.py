@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -32,7 +32,9 @@ class Frozen(BaseModel):
         if args:
             names = [n for n in type(self).model_fields if n != "type"]
             if len(args) > len(names):
-                raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional fields")
+                raise TypeError(
+                    f"{type(self).__name__} takes at most {len(names)} positional fields"
+                )
             for name, value in zip(names, args, strict=False):
                 if name in data:
                     raise TypeError(f"{type(self).__name__} got two values for {name!r}")
@@ -170,9 +172,7 @@ class Message(Frozen):
 
     @classmethod
     def from_bedrock(cls, data: dict[str, Any]) -> Message:
-        return cls(
-            role=data["role"], content=tuple(block_from_bedrock(b) for b in data["content"])
-        )
+        return cls(role=data["role"], content=tuple(block_from_bedrock(b) for b in data["content"]))
 
 
 class Usage(Frozen):

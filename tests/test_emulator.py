@@ -642,6 +642,7 @@ async def test_aclose_cuts_off_open_streams() -> None:
             await reading
     await fake.aclose()
     assert [d.completed for d in fake.disconnects] == [False]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 # --- scripting ---

@@ -21,9 +21,7 @@ from aiostream_chat.testing import FakeBedrock, load_recording, recordings_dir, 
 from .conftest import MakeConv
 
 STREAMED = sorted(
-    p.stem
-    for p in recordings_dir().glob("*.json")
-    if json.loads(p.read_text())["status"] == 200
+    p.stem for p in recordings_dir().glob("*.json") if json.loads(p.read_text())["status"] == 200
 )
 
 
@@ -79,9 +77,10 @@ async def test_recording_replays_to_expected(
             case kind:
                 # Kinds the pinned botocore does not know survive verbatim (nova_code_execution).
                 assert isinstance(block, RawBlock)
-                assert block.data[kind] == {**want["raw"][kind], "content": [
-                    item for delta in want["deltas"] for item in delta[kind]
-                ]}
+                assert block.data[kind] == {
+                    **want["raw"][kind],
+                    "content": [item for delta in want["deltas"] for item in delta[kind]],
+                }
     assert reply.tool_uses == tuple(b for b in reply.message.content if isinstance(b, ToolUseBlock))
     assert conv.history[-1] == reply.message
     assert conv.history[-2].text == "replayed prompt"

@@ -41,7 +41,9 @@ async def test_text_iterator_yields_chunks_in_order(
     fake_bedrock: FakeBedrock, conv: AsyncConversation
 ) -> None:
     """`async for` yields each text delta as sent; empty deltas are skipped."""
-    fake_bedrock.enqueue(reply("Hello there, world", chunks=["Hello", " there,", " world"], empty_deltas=True))
+    fake_bedrock.enqueue(
+        reply("Hello there, world", chunks=["Hello", " there,", " world"], empty_deltas=True)
+    )
     stream = conv.stream("hi")
     assert stream.status == "pending"
     chunks = [c async for c in stream]
@@ -55,19 +57,36 @@ async def test_events_for_text_reply_in_order(
 ) -> None:
     """events() yields every typed event, including the empty delta the text view skips."""
     fake_bedrock.enqueue(
-        reply("ab", chunks=["a", "b"], empty_deltas=True, usage={"inputTokens": 3, "outputTokens": 2, "totalTokens": 5}, latency_ms=77, trace={"guardrail": {"x": 1}})
+        reply(
+            "ab",
+            chunks=["a", "b"],
+            empty_deltas=True,
+            usage={"inputTokens": 3, "outputTokens": 2, "totalTokens": 5},
+            latency_ms=77,
+            trace={"guardrail": {"x": 1}},
+        )
     )
     async with conv.stream("hi") as stream:
         events = [e async for e in stream.events()]
     assert [type(e) for e in events] == [
-        MessageStart, TextDelta, TextDelta, TextDelta, ContentBlockStop, MessageStop, Metadata
+        MessageStart,
+        TextDelta,
+        TextDelta,
+        TextDelta,
+        ContentBlockStop,
+        MessageStop,
+        Metadata,
     ]
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["", "a", "b"]
     stop = events[-2]
     meta = events[-1]
     assert isinstance(stop, MessageStop) and stop.stop_reason == "end_turn"
     assert isinstance(meta, Metadata)
-    assert (meta.usage.total_tokens, meta.server_latency_ms, meta.trace) == (5, 77, {"guardrail": {"x": 1}})
+    assert (meta.usage.total_tokens, meta.server_latency_ms, meta.trace) == (
+        5,
+        77,
+        {"guardrail": {"x": 1}},
+    )
     result = await stream.get_reply()
     assert result.metrics.server_latency_ms == 77 and result.trace == {"guardrail": {"x": 1}}
 
@@ -81,7 +100,9 @@ async def test_reasoning_and_tool_use_events_and_reply(
             "Let me check.",
             reasoning="think hard",
             signature="sig-123",
-            tool_uses=[ToolUse("get_weather", {"city": "Paris", "units": "C"}, tool_use_id="t1", chunks=4)],
+            tool_uses=[
+                ToolUse("get_weather", {"city": "Paris", "units": "C"}, tool_use_id="t1", chunks=4)
+            ],
         )
     )
     stream = conv.stream("weather?")
@@ -96,7 +117,9 @@ async def test_reasoning_and_tool_use_events_and_reply(
     assert len(fragments) == 4 and json.loads("".join(fragments)) == {"city": "Paris", "units": "C"}
     assert r.stop_reason == "tool_use"
     assert r.reasoning == "think hard" and r.text == "Let me check."
-    assert r.tool_uses == (ToolUseBlock(tool_use_id="t1", name="get_weather", input={"city": "Paris", "units": "C"}),)
+    assert r.tool_uses == (
+        ToolUseBlock(tool_use_id="t1", name="get_weather", input={"city": "Paris", "units": "C"}),
+    )
     assert isinstance(r.message.content[0], ReasoningBlock)
     assert r.message.content[0].signature == "sig-123"
 
@@ -119,7 +142,10 @@ async def test_citations_are_events_and_kept_on_the_text_block(
     fake_bedrock: FakeBedrock, conv: AsyncConversation
 ) -> None:
     """Citation deltas arrive as CitationDelta and stay attached to their text block."""
-    citation = {"title": "Doc", "location": {"documentChar": {"documentIndex": 0, "start": 1, "end": 5}}}
+    citation = {
+        "title": "Doc",
+        "location": {"documentChar": {"documentIndex": 0, "start": 1, "end": 5}},
+    }
     fake_bedrock.enqueue(reply("cited text", citations=[citation]))
     stream = conv.stream("cite")
     events = [e async for e in stream.events()]
@@ -133,15 +159,26 @@ async def test_unknown_event_and_delta_kinds_are_forwarded(
 ) -> None:
     """An event kind this version does not know arrives as UnknownEvent and is never fatal."""
     fake_bedrock.enqueue(
-        raw_events([
-            ("messageStart", {"role": "assistant"}),
-            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}}),
-            ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"image": {"format": "png"}}}),
-            ("futureEvent", {"answer": 42}),
-            ("contentBlockStop", {"contentBlockIndex": 0}),
-            ("messageStop", {"stopReason": "brand_new_reason"}),
-            ("metadata", {"usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}, "metrics": {"latencyMs": 5}}),
-        ])
+        raw_events(
+            [
+                ("messageStart", {"role": "assistant"}),
+                ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}}),
+                (
+                    "contentBlockDelta",
+                    {"contentBlockIndex": 1, "delta": {"image": {"format": "png"}}},
+                ),
+                ("futureEvent", {"answer": 42}),
+                ("contentBlockStop", {"contentBlockIndex": 0}),
+                ("messageStop", {"stopReason": "brand_new_reason"}),
+                (
+                    "metadata",
+                    {
+                        "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+                        "metrics": {"latencyMs": 5},
+                    },
+                ),
+            ]
+        )
     )
     stream = conv.stream("hi")
     events = [e async for e in stream.events()]
@@ -185,7 +222,9 @@ async def test_failed_turn_leaves_history_untouched(
     fault: Fault, fake_bedrock: FakeBedrock, make_conv: MakeConv
 ) -> None:
     """Whatever breaks a turn, history is exactly what it was, and the next turn works."""
-    conv = make_conv(history=[Message.user("old"), Message.assistant("old answer")], retry=RetryPolicy.none())
+    conv = make_conv(
+        history=[Message.user("old"), Message.assistant("old answer")], retry=RetryPolicy.none()
+    )
     fake_bedrock.enqueue(reply("one two three four", chunks=4, fault=fault), reply("recovered"))
     before = conv.history
     stream = conv.stream("new")
@@ -229,7 +268,9 @@ async def test_second_turn_while_busy_raises(
     assert len(fake_bedrock.requests) == 2
 
 
-async def test_stream_creation_does_no_io(fake_bedrock: FakeBedrock, conv: AsyncConversation) -> None:
+async def test_stream_creation_does_no_io(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
     """stream() returns at once; nothing is sent until the stream is iterated or entered."""
     stream = conv.stream("hi")
     assert fake_bedrock.requests == [] and not conv.busy
@@ -250,7 +291,9 @@ async def test_fork_is_independent(fake_bedrock: FakeBedrock, conv: AsyncConvers
     assert (await conv.send("still works")).text
 
 
-async def test_fork_turns_run_concurrently(fake_bedrock: FakeBedrock, conv: AsyncConversation) -> None:
+async def test_fork_turns_run_concurrently(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
     """Forks are separate conversations: two may stream at the same time."""
     fake_bedrock.enqueue(reply("one", delay=0.02), reply("two", delay=0.02))
     a, b = conv.fork(), conv.fork()
@@ -264,14 +307,18 @@ async def test_snapshot_round_trips_without_secrets(
 ) -> None:
     """snapshot() JSON restores settings and history and holds no credentials or clients."""
     tool = ToolSpec("lookup", "Look a thing up", {"type": "object", "properties": {}})
-    conv = make_conv(system="Be brief.", inference=InferenceConfig(max_tokens=50, temperature=0.2), tools=[tool])
+    conv = make_conv(
+        system="Be brief.", inference=InferenceConfig(max_tokens=50, temperature=0.2), tools=[tool]
+    )
     fake_bedrock.enqueue(reply("thinking", reasoning="hmm", signature="s", redacted=None))
     await conv.send("hi")
     data = conv.snapshot().model_dump_json()
     assert "AKIDTEST" not in data and "test-secret" not in data and "endpoint" not in data
     state = ConversationState.model_validate_json(data)
     assert state == conv.snapshot()
-    restored = AsyncConversation.from_state(state, session=session, endpoint_url=fake_bedrock.endpoint_url)
+    restored = AsyncConversation.from_state(
+        state, session=session, endpoint_url=fake_bedrock.endpoint_url
+    )
     try:
         assert restored.history == conv.history and restored.system == "Be brief."
         fake_bedrock.enqueue(reply("resumed"))
@@ -287,16 +334,22 @@ async def test_snapshot_round_trips_without_secrets(
 
 async def test_tool_result_turn(fake_bedrock: FakeBedrock, conv: AsyncConversation) -> None:
     """A tool result prompt is sent as a user toolResult block after the toolUse turn."""
-    fake_bedrock.enqueue(reply("", tool_uses=[ToolUse("calc", {"x": 2}, tool_use_id="tu-9")]), reply("It is 4."))
+    fake_bedrock.enqueue(
+        reply("", tool_uses=[ToolUse("calc", {"x": 2}, tool_use_id="tu-9")]), reply("It is 4.")
+    )
     first = await conv.send("2+2?")
     (use,) = first.tool_uses
     final = await conv.send([ToolResultBlock(use.tool_use_id, ["4"], "success")])
     assert final.text == "It is 4."
     sent = fake_bedrock.requests[1].body["messages"][2]["content"][0]
-    assert sent == {"toolResult": {"toolUseId": "tu-9", "content": [{"text": "4"}], "status": "success"}}
+    assert sent == {
+        "toolResult": {"toolUseId": "tu-9", "content": [{"text": "4"}], "status": "success"}
+    }
 
 
-async def test_model_id_with_reserved_characters(fake_bedrock: FakeBedrock, make_conv: MakeConv) -> None:
+async def test_model_id_with_reserved_characters(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
     """An inference-profile ARN reaches Bedrock intact (botocore percent-encodes it)."""
     arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-v1:0"
     fake_bedrock.enqueue(reply("ok"))

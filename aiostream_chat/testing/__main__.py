@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 
-from ._server import FakeBedrock, _is_loopback
+from ._server import FakeBedrock, is_loopback
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -21,7 +22,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--delay", type=float, default=0.03, help="seconds between frames (default 0.03)"
     )
     args = parser.parse_args(argv)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         parser.error(f"--host must be a loopback address, not {args.host!r}")
     return args
 
@@ -30,7 +31,9 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        # Not available on Windows, where Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     async with FakeBedrock(host=args.host, port=args.port, delay=args.delay) as fake:
         print(fake.endpoint_url, flush=True)
         print("FakeBedrock is serving; press Ctrl-C to stop.", file=sys.stderr, flush=True)
@@ -39,7 +42,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted."""
-    asyncio.run(_serve(_parse(argv)))
+    args = _parse(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

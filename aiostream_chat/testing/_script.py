@@ -7,16 +7,26 @@ import hashlib
 import itertools
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ._recordings import load_recording
+from ._wire import Event, error_type, split_frames
 
-__all__ = ["Event", "Fault", "Script", "ToolUse", "error_code", "raw_events", "replay", "reply"]
-
-Event = tuple[str, dict[str, Any]]
+__all__ = [
+    "Fault",
+    "Script",
+    "ToolUse",
+    "default_reply",
+    "error_code",
+    "raw_events",
+    "replay",
+    "reply",
+    "status_of",
+]
 FaultKind = Literal[
     "http", "exception", "error", "stall", "eof", "half_frame", "reset", "corrupt_crc"
 ]
@@ -262,18 +272,6 @@ def raw_events(events: Sequence[tuple[str, dict[str, Any]]], *, delay: float = 0
     return Script(tuple((name, dict(payload)) for name, payload in events), delay=delay)
 
 
-def split_frames(body: bytes) -> list[bytes]:
-    """Cut an event-stream body at frame boundaries (a truncated tail stays one part)."""
-    parts: list[bytes] = []
-    pos = 0
-    while pos < len(body):
-        total = int.from_bytes(body[pos : pos + 4], "big") if len(body) - pos >= 4 else 0
-        end = pos + total if total >= 16 else len(body)
-        parts.append(body[pos:end])
-        pos = end
-    return parts
-
-
 _SKIPPED_HEADERS = {"connection", "content-length", "transfer-encoding", "date", "content-type"}
 
 
@@ -288,58 +286,30 @@ def replay(recording: dict[str, Any] | str | Path, *, delay: float = 0.0) -> Scr
     headers += [(k, v) for k, v in recorded.items() if k not in _SKIPPED_HEADERS]
     if status >= 300 and "x-amzn-errortype" not in recorded:
         # Recordings drop x-amzn-ErrorType; botocore needs it to name the error.
-        headers.append(("x-amzn-ErrorType", _error_type(error_code(status))))
+        headers.append(("x-amzn-ErrorType", error_type(error_code(status))))
     parts = split_frames(body) if status == 200 else [body]
     return Script(status=status, headers=tuple(headers), body=tuple(parts), delay=delay)
 
 
-def _error_type(code: str) -> str:
-    return f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
-
-
-def converse_output(events: Sequence[Event]) -> dict[str, Any]:
-    """The non-streaming Converse answer carrying the same message as these stream events."""
-    blocks: dict[int, dict[str, Any]] = {}
-    answer: dict[str, Any] = {"stopReason": "end_turn", "usage": {}, "metrics": {}}
-    for name, payload in events:
-        index = payload.get("contentBlockIndex", 0)
-        match name, payload:
-            case "contentBlockStart", {"start": {"toolUse": tool}}:
-                start = {"toolUseId": tool.get("toolUseId"), "name": tool.get("name")}
-                blocks[index] = {"toolUse": {**start, "input": ""}}
-            case "contentBlockDelta", {"delta": {"text": str(text)}}:
-                block = blocks.setdefault(index, {"text": ""})
-                block["text"] = block.get("text", "") + text
-            case "contentBlockDelta", {"delta": {"toolUse": {"input": str(part)}}}:
-                if "toolUse" in blocks.get(index, {}):
-                    blocks[index]["toolUse"]["input"] += part
-            case "contentBlockDelta", {"delta": {"reasoningContent": dict(delta)}}:
-                reasoning = blocks.setdefault(index, {"reasoningContent": {}})
-                _add_reasoning(reasoning.setdefault("reasoningContent", {}), delta)
-            case "messageStop", _:
-                answer["stopReason"] = payload.get("stopReason", "end_turn")
-            case "metadata", _:
-                answer |= {k: v for k, v in payload.items() if k in ("usage", "metrics", "trace")}
-    for block in blocks.values():
-        if "toolUse" in block:
-            block["toolUse"]["input"] = _parse_json(block["toolUse"]["input"])
-    content = [blocks[i] for i in sorted(blocks)]
-    answer["output"] = {"message": {"role": "assistant", "content": content}}
-    return answer
-
-
-def _add_reasoning(block: dict[str, Any], delta: dict[str, Any]) -> None:
-    if "redactedContent" in delta:
-        block["redactedContent"] = delta["redactedContent"]
-        return
-    text = block.setdefault("reasoningText", {"text": ""})
-    text["text"] += delta.get("text", "")
-    if "signature" in delta:
-        text["signature"] = delta["signature"]
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return {}
+def default_reply(prompt: str, *, delay: float = 0.0) -> Script:
+    """The default responder's answer: a few sentences that depend only on the prompt."""
+    prompt = " ".join(prompt.split())
+    topic = prompt if len(prompt) <= 60 else prompt[:57].rstrip() + "..."
+    pick = zlib.crc32(prompt.encode())
+    openers = ("That is a good question.", "Here is a short answer.", "Let me think.")
+    middles = (
+        "The answer depends on a few details you did not mention.",
+        "Most people start with the simplest explanation and refine it.",
+        "There are several ways to look at it, each with trade-offs.",
+    )
+    text = " ".join(
+        (
+            f"You asked about {topic or 'nothing in particular'}.",
+            openers[pick % 3],
+            middles[pick // 3 % 3],
+            "This reply comes from FakeBedrock, not from a real model.",
+        )
+    )
+    inputs, outputs = 8 + len(prompt) // 4, len(text) // 4
+    usage = {"inputTokens": inputs, "outputTokens": outputs, "totalTokens": inputs + outputs}
+    return reply(text, delay=delay, usage=usage)

@@ -10,7 +10,6 @@ import socket
 import struct
 import time
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,23 +19,21 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from .._codec import EventStreamDecoder, encode_frame
-from .._errors import StreamDecodeError
-from ._script import (
-    EVENT_STREAM,
-    Fault,
-    Script,
+from ._script import EVENT_STREAM, Fault, Script, default_reply, status_of
+from ._wire import (
     converse_output,
-    reply,
-    status_of,
+    decode_events,
+    error_frame,
+    error_type,
+    event_frame,
+    event_name,
+    exception_frame,
 )
 
-__all__ = ["Disconnect", "FakeBedrock", "ReceivedRequest"]
+__all__ = ["Disconnect", "FakeBedrock", "ReceivedRequest", "is_loopback"]
 
 Operation = Literal["converse-stream", "converse"]
 
-_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_ERROR_TYPE = "{}:http://internal.amazon.com/coral/com.amazon.bedrock/"
 # How long a connection stays up after a reset or corrupt frame, so the client reads what
 # came before it first.
 _SETTLE = 0.05
@@ -87,7 +84,7 @@ class _Waiter:
     future: asyncio.Future[None] = field(repr=False)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -108,48 +105,28 @@ def _route(method: str, raw_path: str) -> tuple[Operation, str] | None:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    headers = {"x-amzn-ErrorType": _ERROR_TYPE.format(code), "x-amzn-RequestId": str(uuid.uuid4())}
+    headers = {"x-amzn-ErrorType": error_type(code), "x-amzn-RequestId": str(uuid.uuid4())}
     return web.json_response({"message": message}, status=status, headers=headers)
-
-
-def _frame(headers: dict[str, str], payload: dict[str, Any], rng: random.Random) -> bytes:
-    padded = {**payload, "p": _PADDING[: rng.randint(1, 60)]}
-    body = json.dumps(padded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return encode_frame(dict(headers), body.encode())
-
-
-def _event_frame(name: str, payload: dict[str, Any], rng: random.Random) -> bytes:
-    headers = {":event-type": name, ":content-type": "application/json", ":message-type": "event"}
-    return _frame(headers, payload, rng)
-
-
-def _fault_frame(fault: Fault, rng: random.Random) -> bytes:
-    if fault.kind == "error":
-        headers = {":message-type": "error", ":error-code": fault.code}
-        return encode_frame({**headers, ":error-message": fault.message})
-    payload: dict[str, Any] = {"message": fault.message}
-    if fault.code == "modelStreamErrorException":
-        payload |= {"originalStatusCode": 500, "originalMessage": fault.message}
-    headers = {":message-type": "exception", ":exception-type": fault.code}
-    return _frame({**headers, ":content-type": "application/json"}, payload, rng)
-
-
-def _event_name(part: bytes) -> str:
-    try:
-        frames = EventStreamDecoder().feed(part)
-    except StreamDecodeError:
-        return ""
-    return str(frames[0].headers.get(":event-type", "")) if frames else ""
-
-
-def _decode_events(parts: tuple[bytes, ...]) -> list[tuple[str, dict[str, Any]]]:
-    frames = EventStreamDecoder().feed(b"".join(parts))
-    return [(str(f.headers.get(":event-type", "")), json.loads(f.payload)) for f in frames]
 
 
 def _due(fault: Fault, name: str, deltas: int) -> bool:
     """Whether the fault fires before this frame: at delta number `after`, else at messageStop."""
     return name == "messageStop" or (name == "contentBlockDelta" and deltas >= fault.after)
+
+
+def _fault_bytes(fault: Fault, frame: bytes, rng: random.Random) -> bytes:
+    """What a fault writes in place of the next frame before ending the body."""
+    match fault.kind:
+        case "exception":
+            return exception_frame(fault.code, fault.message, rng)
+        case "error":
+            return error_frame(fault.code, fault.message)
+        case "half_frame":
+            return frame[: len(frame) // 2]
+        case "corrupt_crc":
+            bad_crc = (int.from_bytes(frame[-4:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
+            return frame[:-4] + bad_crc
+    return b""
 
 
 def _reset(transport: asyncio.BaseTransport | None) -> None:
@@ -173,7 +150,7 @@ class FakeBedrock:
         delay: float = 0.0,
         max_concurrent_streams: int | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"FakeBedrock only listens on loopback addresses, not {host!r}")
         # "localhost" may resolve to two addresses that would get different ports.
         self.host = "127.0.0.1" if host == "localhost" else host
@@ -284,27 +261,7 @@ class FakeBedrock:
         self.max_open_streams = self._open
 
     def _default_reply(self, request: ReceivedRequest) -> Script:
-        prompt = " ".join(request.prompt_text.split())
-        topic = prompt if len(prompt) <= 60 else prompt[:57].rstrip() + "..."
-        pick = zlib.crc32(prompt.encode())
-        openers = ("That is a good question.", "Here is a short answer.", "Let me think.")
-        middles = (
-            "The answer depends on a few details you did not mention.",
-            "Most people start with the simplest explanation and refine it.",
-            "There are several ways to look at it, each with trade-offs.",
-        )
-        text = " ".join(
-            (
-                f"You asked about {topic or 'nothing in particular'}.",
-                openers[pick % 3],
-                middles[pick // 3 % 3],
-                "This reply comes from FakeBedrock, not from a real model.",
-            )
-        )
-        inputs = 8 + len(prompt) // 4
-        outputs = len(text) // 4
-        usage = {"inputTokens": inputs, "outputTokens": outputs, "totalTokens": inputs + outputs}
-        return reply(text, delay=self.delay, usage=usage)
+        return default_reply(request.prompt_text, delay=self.delay)
 
     def _record(self, call: _Call, completed: bool) -> None:
         if call.done:
@@ -393,7 +350,7 @@ class FakeBedrock:
             self._record(call, completed=False)
             _reset(request.transport)
             return web.Response()
-        events = _decode_events(script.body) if script.body is not None else script.events
+        events = decode_events(script.body) if script.body is not None else script.events
         self._record(call, completed=True)
         answer = converse_output(events)
         return web.json_response(answer, headers={"x-amzn-RequestId": str(uuid.uuid4())})
@@ -406,9 +363,9 @@ class FakeBedrock:
             return failed
         rng = random.Random(call.request.index)
         if script.body is not None:
-            frames = [(_event_name(part), part) for part in script.body]
+            frames = [(event_name(part), part) for part in script.body]
         else:
-            frames = [(name, _event_frame(name, data, rng)) for name, data in script.events]
+            frames = [(name, event_frame(name, data, rng)) for name, data in script.events]
         headers = dict(script.headers) or {"Content-Type": EVENT_STREAM}
         response = web.StreamResponse(
             status=script.status, headers={**headers, "x-amzn-RequestId": str(uuid.uuid4())}
@@ -452,15 +409,12 @@ class FakeBedrock:
             self._record(call, completed=False)
             _reset(request.transport)
             return
-        if fault.kind in ("exception", "error"):
-            await response.write(_fault_frame(fault, rng))
+        data = _fault_bytes(fault, frame, rng)
+        if data:
+            await response.write(data)
+        if fault.kind != "half_frame" and data:
             call.frames += 1
-        elif fault.kind == "half_frame":
-            await response.write(frame[: len(frame) // 2])
-        elif fault.kind == "corrupt_crc":
-            bad_crc = (int.from_bytes(frame[-4:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
-            await response.write(frame[:-4] + bad_crc)
-            call.frames += 1
+        if fault.kind == "corrupt_crc":
             await asyncio.sleep(_SETTLE)
         await response.write_eof()
         self._record(call, completed=True)
