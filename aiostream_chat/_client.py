@@ -39,6 +39,8 @@ class ClientManager:
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock: asyncio.Lock | None = None
         self._closed = False
+        # Open streams of this conversation and its forks, closed before the client is.
+        self.streams: set[Any] = set()
 
     @property
     def owned(self) -> bool:
@@ -86,6 +88,9 @@ class ClientManager:
         if self._closed:
             return
         self._closed = True
+        if self._owned:
+            for stream in list(self.streams):
+                await stream.aclose()
         stack, self._stack = self._stack, None
         if self._owned:
             self._client = None
@@ -102,6 +107,7 @@ class _Borrowed(ClientManager):
         super().__init__(client=None)
         self._parent = parent
         self._owned = False
+        self.streams = parent.streams
 
     async def get(self) -> Any:
         return await self._parent.get()

@@ -113,6 +113,7 @@ class _ConversationTurn(Turn):
                 "for concurrent turns"
             )
         conv._active = stream
+        conv._clients.streams.add(stream)
         history = (*conv._history, stream.user_message)
         messages = [m.to_bedrock() for m in history]
         params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
@@ -135,6 +136,7 @@ class _ConversationTurn(Turn):
             conv._history = (*conv._history, stream.user_message, reply.message)
         if conv._active is stream:
             conv._active = None
+        conv._clients.streams.discard(stream)
 
     async def client(self) -> Any:
         return await self._conv._clients.get()

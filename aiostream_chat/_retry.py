@@ -36,7 +36,9 @@ class RetryPolicy(Frozen):
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         if _no_backoff:
             return 0.0
-        cap = min(self.max_delay, self.initial_delay * 2 ** (retry - 1))
+        # The exponent is clamped so that a long retry run saturates at max_delay instead of
+        # overflowing a float.
+        cap = min(self.max_delay, self.initial_delay * 2.0 ** min(max(retry - 1, 0), 1000))
         return random.uniform(0.0, cap) if self.jitter else cap
 
 

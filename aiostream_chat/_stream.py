@@ -8,6 +8,7 @@ task group. Events decoded from the body wait in a queue and are handed out one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._accumulator import Accumulator
-from ._codec import EventStreamDecoder
+from ._codec import EventStreamDecoder, Frame
 from ._error_map import error_from_frame, map_exception
 from ._errors import (
     ChatError,
@@ -24,6 +25,7 @@ from ._errors import (
     IdleTimeoutError,
     IncompleteStreamError,
     StreamClosedError,
+    StreamDecodeError,
     StreamTimeoutError,
     TotalTimeoutError,
 )
@@ -133,8 +135,10 @@ class ChatStream:
         self._raw_body: bytes | None = None
         self._body: RawBody | None = None
         self._decoder = EventStreamDecoder()
+        self._undecoded = b""  # the bytes the decoder holds, to salvage frames on a bad one
         self._acc = Accumulator()
         self._attempt = 0
+        self._scope: asyncio.Timeout | None = None  # the deadline of the read in progress
         self._backoff: float | None = None
         self._turn_start = 0.0
         self._attempt_start = 0.0
@@ -235,35 +239,82 @@ class ChatStream:
             await self._open_attempt()
             return
         data = await self._with_deadline(self._body.read())
+        self._check_open()  # closed by another task while the read was completing
         if not data:
             self._finish()
             return
-        for frame in self._decoder.feed(data):
+        try:
+            frames = self._decode(data)
+        except StreamDecodeError as exc:
+            # Frames that arrived intact before the bad one in the same chunk still count:
+            # the caller gets them (so partial_text is exact), then the error.
+            frames = _salvage(self._undecoded + data)
+            self._undecoded = b""
+            if not self._queue_frames(frames):
+                self._queue.append(_Failure(exc))
+            return
+        self._queue_frames(frames)
+
+    def _decode(self, data: bytes) -> list[Frame]:
+        frames = self._decoder.feed(data)
+        pending = self._decoder.pending
+        if not pending:
+            self._undecoded = b""
+        elif pending <= len(data):
+            self._undecoded = data[-pending:]
+        else:
+            self._undecoded += data
+        return frames
+
+    def _queue_frames(self, frames: list[Frame]) -> bool:
+        """Queue the events of ``frames``; True when an error frame (queued last) ended them."""
+        for frame in frames:
             headers = frame.headers
             if headers.get(":message-type") != "event":
                 self._queue.append(_Failure(error_from_frame(frame, self._request_id)))
-                return
-            payload = json.loads(frame.payload)
+                return True
+            try:
+                payload = json.loads(frame.payload)
+            except ValueError as exc:
+                error = StreamDecodeError(f"an event's payload is not valid JSON: {exc}")
+                error.__cause__ = exc
+                self._queue.append(_Failure(error))
+                return True
+            if not isinstance(payload, dict):
+                error = StreamDecodeError("an event's payload is not a JSON object")
+                self._queue.append(_Failure(error))
+                return True
             payload.pop("p", None)
             started = self._acc.content_started
             self._queue.append(self._acc.handle(str(headers.get(":event-type")), payload))
             if not started and self._acc.content_started:
                 self._first_token = time.monotonic() - self._attempt_start
+        return False
 
     async def _open_attempt(self) -> None:
         if self._backoff is not None:
             delay, self._backoff = self._backoff, None
             await self._with_deadline(asyncio.sleep(delay), backoff=True)
         self._attempt += 1
-        self._attempt_start = time.monotonic()
         self._decoder = EventStreamDecoder()
+        self._undecoded = b""
         self._acc = Accumulator()
         self._first_token = None
         client = await self._turn.client()
-        self._body = await self._with_deadline(
-            open_converse_stream(client, self._params, self._raw_body)
-        )
-        self._request_id = self._body.request_id
+        self._check_open()  # closed by another task while the client was being created
+        # The attempt (and its first-token clock) starts with the request, not with creating
+        # the client on first use, which is local setup and not time spent waiting on Bedrock.
+        self._attempt_start = time.monotonic()
+        body = await self._with_deadline(open_converse_stream(client, self._params, self._raw_body))
+        if self._status != "streaming":  # closed by another task as the headers came in
+            body.close()
+            raise StreamClosedError("the stream was closed")
+        self._body = body
+        self._request_id = body.request_id
+
+    def _check_open(self) -> None:
+        if self._status != "streaming":
+            raise StreamClosedError("the stream was closed")
 
     def _deadline(self, backoff: bool) -> tuple[float | None, type[StreamTimeoutError]]:
         t = self._timeouts
@@ -283,16 +334,25 @@ class ChatStream:
         return best
 
     async def _with_deadline(self, awaitable: Any, backoff: bool = False) -> Any:
+        """Await one read (or the backoff sleep) under the nearest deadline.
+
+        The scope is also how ``aclose()`` from another task interrupts the wait at once.
+        """
         deadline, error = self._deadline(backoff)
-        if deadline is None:
-            return await awaitable
-        loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+        loop_deadline = None
+        if deadline is not None:
+            loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
         try:
             async with asyncio.timeout_at(loop_deadline) as scope:
-                return await awaitable
+                self._scope = scope
+                try:
+                    return await awaitable
+                finally:
+                    self._scope = None
         except TimeoutError as exc:
             if not scope.expired():
                 raise
+            self._check_open()
             what = {
                 TotalTimeoutError: "the turn's total time budget ran out",
                 FirstTokenTimeoutError: "no content arrived within the first-token timeout",
@@ -366,6 +426,15 @@ class ChatStream:
         if body is not None:
             body.close()
 
+    def _interrupt(self) -> None:
+        """Wake a read, request or backoff sleep another task is awaiting on this stream."""
+        scope, self._scope = self._scope, None
+        if scope is None or scope.expired():
+            return
+        # No running loop (garbage collection at exit): nothing can be waiting.
+        with contextlib.suppress(RuntimeError):
+            scope.reschedule(asyncio.get_running_loop().time())
+
     def _settle(self, status: Status) -> None:
         self._status = status
         self._queue.clear()
@@ -373,6 +442,7 @@ class ChatStream:
 
     def _abandon(self) -> None:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
+        self._interrupt()
         self._close_body()
         if self._status in ("pending", "streaming"):
             was_started = self._status == "streaming"
@@ -382,3 +452,25 @@ class ChatStream:
                 self._turn.end(self, None)
                 log.debug("turn cancelled after %d attempt(s)", self._attempt)
 
+
+def _salvage(data: bytes) -> list[Frame]:
+    """The intact frames at the start of ``data``, which the decoder rejected as a whole.
+
+    Each frame starts with its total length (u32, big-endian); each is decoded on its own
+    until the first that fails.
+    """
+    frames: list[Frame] = []
+    pos = 0
+    while len(data) - pos >= 4:
+        end = pos + int.from_bytes(data[pos : pos + 4], "big")
+        if end <= pos or end > len(data):
+            break
+        try:
+            decoded = EventStreamDecoder().feed(data[pos:end])
+        except StreamDecodeError:
+            break
+        if len(decoded) != 1:
+            break
+        frames.extend(decoded)
+        pos = end
+    return frames

@@ -9,6 +9,7 @@ fails loudly if they change.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -80,10 +81,8 @@ class HttpxBody:
         closer = getattr(stream, "_stream", None) or stream
         sync_close = getattr(closer, "close", None)
         if callable(sync_close):
-            try:
+            with contextlib.suppress(RuntimeError):  # an async-only stream: dropped below
                 sync_close()
-            except RuntimeError:
-                pass
         self._response.is_closed = True
 
 

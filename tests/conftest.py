@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from aiostream_chat import AsyncConversation
+from aiostream_chat import _retry as retry_module
 from aiostream_chat.testing import FakeBedrock, no_backoff
 
 # Never let botocore look for credentials off this machine (instance metadata).
@@ -26,6 +27,17 @@ def _no_backoff() -> Iterator[None]:
     """Retries happen without sleeping; tests that pin backoff timing opt out explicitly."""
     with no_backoff():
         yield
+
+
+@pytest.fixture
+def real_backoff() -> Iterator[None]:
+    """Undo the suite's no_backoff() for one test, so that backoff sleeps really happen."""
+    previous = retry_module._no_backoff
+    retry_module._no_backoff = False
+    try:
+        yield
+    finally:
+        retry_module._no_backoff = previous
 
 
 @pytest.fixture

@@ -365,3 +365,20 @@ async def test_metrics_and_request_id(fake_bedrock: FakeBedrock, conv: AsyncConv
     assert r.metrics.time_to_first_token is not None
     assert 0 < r.metrics.time_to_first_token <= r.metrics.duration
     assert r.request_id and len(r.request_id) >= 8
+
+
+async def test_closing_parent_closes_open_fork_streams(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """aclose() on the owning conversation closes its forks' open streams before the client."""
+    fake_bedrock.enqueue(reply("a b c d e f g h", chunks=8, delay=0.05))
+    child = conv.fork()
+    stream = child.stream("hi")
+    events = stream.events()  # held, so only conv.aclose() can close the stream
+    assert isinstance(await anext(events), MessageStart)
+    assert stream.status == "streaming" and child.busy
+    await conv.aclose()
+    assert stream.status == "cancelled" and not child.busy
+    assert child.history == ()
+    (gone,) = await fake_bedrock.wait_for_disconnects(1)
+    assert not gone.completed
