@@ -27,6 +27,7 @@ __all__ = [
     "reply",
     "status_of",
 ]
+
 FaultKind = Literal[
     "http", "exception", "error", "stall", "eof", "half_frame", "reset", "corrupt_crc"
 ]
