@@ -8,8 +8,8 @@ fails loudly if they change.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -22,8 +22,8 @@ from aiobotocore.eventstream import AioEventStream
 __all__ = ["RawBody", "check_aiobotocore_shape", "json_body", "open_converse_stream"]
 
 log = logging.getLogger("aiostream_chat")
-_CHUNK = 64 * 1024
 _HOOK = "before-call.bedrock-runtime.ConverseStream"
+_closing: set[asyncio.Task[None]] = set()  # keeps scheduled httpx closes alive
 _body_override: ContextVar[bytes | None] = ContextVar("aiostream_chat_body", default=None)
 
 
@@ -60,30 +60,33 @@ class AiohttpBody:
 class HttpxBody:
     """Reads an ``httpx.Response`` (aiobotocore's optional httpx backend)."""
 
-    __slots__ = ("_chunks", "_response", "request_id")
+    __slots__ = ("_chunks", "_closed", "_response", "request_id")
 
     def __init__(self, response: Any, request_id: str | None) -> None:
         self._response = response
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._chunks: AsyncIterator[bytes] = response.aiter_raw()
+        self._closed = False
         self.request_id = request_id
 
     async def read(self) -> bytes:
-        if self._chunks is None:
-            self._chunks = self._response.aiter_raw(_CHUNK)
         async for chunk in self._chunks:
             if chunk:
                 return bytes(chunk)
         return b""
 
     def close(self) -> None:
-        # httpx closes asynchronously; closing the underlying stream drops the connection.
-        stream = getattr(self._response, "stream", None)
-        closer = getattr(stream, "_stream", None) or stream
-        sync_close = getattr(closer, "close", None)
-        if callable(sync_close):
-            with contextlib.suppress(RuntimeError):  # an async-only stream: dropped below
-                sync_close()
-        self._response.is_closed = True
+        # httpx only closes asynchronously: schedule it now; it runs on the next loop pass,
+        # and a half-read HTTP/1.1 response closes its connection rather than pooling it.
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (interpreter shutdown): nothing left to close on
+            return
+        task = loop.create_task(self._response.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
 
 def check_aiobotocore_shape(stream: object) -> Any:

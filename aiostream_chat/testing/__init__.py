@@ -10,6 +10,7 @@ __all__ = [
     "FakeBedrock",
     "Fault",
     "ReceivedRequest",
+    "RespxBedrock",
     "Script",
     "ToolUse",
     "load_recording",
@@ -19,3 +20,12 @@ __all__ = [
     "replay",
     "reply",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # RespxBedrock needs respx and httpx, which only tests install: import it on first use.
+    if name == "RespxBedrock":
+        from ._respx import RespxBedrock
+
+        return RespxBedrock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,11 +23,11 @@ from ._script import EVENT_STREAM, Fault, Script, default_reply, status_of
 from ._wire import (
     converse_output,
     decode_events,
-    error_frame,
     error_type,
     event_frame,
     event_name,
-    exception_frame,
+    fault_bytes,
+    fault_due,
 )
 
 __all__ = ["Disconnect", "FakeBedrock", "ReceivedRequest", "is_loopback"]
@@ -107,26 +107,6 @@ def _route(method: str, raw_path: str) -> tuple[Operation, str] | None:
 def _error(status: int, code: str, message: str) -> web.Response:
     headers = {"x-amzn-ErrorType": error_type(code), "x-amzn-RequestId": str(uuid.uuid4())}
     return web.json_response({"message": message}, status=status, headers=headers)
-
-
-def _due(fault: Fault, name: str, deltas: int) -> bool:
-    """Whether the fault fires before this frame: at delta number `after`, else at messageStop."""
-    return name == "messageStop" or (name == "contentBlockDelta" and deltas >= fault.after)
-
-
-def _fault_bytes(fault: Fault, frame: bytes, rng: random.Random) -> bytes:
-    """What a fault writes in place of the next frame before ending the body."""
-    match fault.kind:
-        case "exception":
-            return exception_frame(fault.code, fault.message, rng)
-        case "error":
-            return error_frame(fault.code, fault.message)
-        case "half_frame":
-            return frame[: len(frame) // 2]
-        case "corrupt_crc":
-            bad_crc = (int.from_bytes(frame[-4:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
-            return frame[:-4] + bad_crc
-    return b""
 
 
 def _reset(transport: asyncio.BaseTransport | None) -> None:
@@ -376,7 +356,7 @@ class FakeBedrock:
         try:
             for name, frame in frames:
                 await self._pause(call, script.delay)
-                if fault is not None and _due(fault, name, deltas):
+                if fault is not None and fault_due(fault, name, deltas):
                     if fault.kind != "stall":
                         await self._fault(request, response, call, fault, frame, rng)
                         return response
@@ -409,7 +389,7 @@ class FakeBedrock:
             self._record(call, completed=False)
             _reset(request.transport)
             return
-        data = _fault_bytes(fault, frame, rng)
+        data = fault_bytes(fault, frame, rng)
         if data:
             await response.write(data)
         if fault.kind != "half_frame" and data:
