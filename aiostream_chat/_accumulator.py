@@ -26,6 +26,7 @@ from ._events import (
     ToolUseDelta,
     ToolUseStart,
     UnknownEvent,
+    text_delta,
 )
 from ._models import (
     ContentBlock,
@@ -167,7 +168,13 @@ class Accumulator:
         return ContentBlockStart(index=index, tool_use=block.tool, raw=start)
 
     def _delta(self, index: int, delta: dict[str, Any], payload: dict[str, Any]) -> StreamEvent:
-        block = self._block(index)
+        block = self._blocks.get(index) or self._block(index)
+        text = delta.get("text")
+        if type(text) is str and type(index) is int and block.raw is None:
+            # The hot path (one per token): the same as the first case below, without `match`.
+            self.content_started = True
+            block.text.append(text)
+            return text_delta(index, text)
         match delta:
             case {"text": str(text)} if block.raw is None:
                 self.content_started = True

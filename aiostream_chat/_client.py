@@ -9,6 +9,8 @@ from typing import Any
 import aioboto3
 from aiobotocore.config import AioConfig
 
+from ._error_map import map_exception
+
 __all__ = ["ClientManager"]
 
 
@@ -55,7 +57,13 @@ class ClientManager:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._client is None:
-                self._client = await self._open()
+                try:
+                    self._client = await self._open()
+                except Exception as exc:  # e.g. no region: our error, not botocore's
+                    error = map_exception(exc, content_started=False)
+                    if error is None:
+                        raise
+                    raise error from exc
         return self._client
 
     def _config(self) -> AioConfig:

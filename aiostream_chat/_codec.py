@@ -11,7 +11,7 @@ import datetime as dt
 import struct
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from zlib import crc32
 
 from ._errors import StreamDecodeError
@@ -22,6 +22,10 @@ PRELUDE_LENGTH: Final = 12
 MIN_MESSAGE_LENGTH: Final = PRELUDE_LENGTH + 4
 MAX_HEADERS_LENGTH: Final = 128 * 1024
 MAX_PAYLOAD_LENGTH: Final = 24 * 1024 * 1024
+_MAX_KNOWN_HEADERS: Final = 256  # distinct header blocks remembered (timestamps would vary)
+# Header blocks seen before, parsed: Bedrock repeats the same three headers in every event of a
+# kind, so most frames skip header parsing (the hot path of a stream). Shared by all decoders.
+_known_headers: dict[bytes, dict[str, Header]] = {}
 
 _PRELUDE = struct.Struct(">III")
 _U32 = struct.Struct(">I")
@@ -47,9 +51,12 @@ class HeaderValue:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded event-stream message."""
+class Frame(NamedTuple):
+    """One decoded event-stream message.
+
+    A named tuple rather than a dataclass: the collector untracks a tuple of untracked values
+    at its first pass, so a burst of decoded frames is never promoted to older generations.
+    """
 
     headers: dict[str, Header]
     payload: bytes
@@ -143,10 +150,12 @@ class EventStreamDecoder:
     def _parse(data: bytes | bytearray | memoryview) -> tuple[list[Frame], int]:
         frames: list[Frame] = []
         pos, size = 0, len(data)
+        known = _known_headers
+        unpack_prelude, unpack_u32 = _PRELUDE.unpack_from, _U32.unpack_from
         view = memoryview(data)
         try:
             while size - pos >= PRELUDE_LENGTH:
-                total, headers_len, prelude_crc = _PRELUDE.unpack_from(data, pos)
+                total, headers_len, prelude_crc = unpack_prelude(data, pos)
                 if crc32(view[pos : pos + 8]) != prelude_crc:
                     raise StreamDecodeError("event-stream prelude checksum mismatch")
                 if headers_len > MAX_HEADERS_LENGTH:
@@ -159,12 +168,19 @@ class EventStreamDecoder:
                 if size - pos < total:
                     break
                 end = pos + total - 4
-                (message_crc,) = _U32.unpack_from(data, end)
-                if crc32(view[pos:end]) != message_crc:
+                # The message CRC covers the prelude too: continue from the prelude's CRC.
+                if crc32(view[pos + 8 : end], prelude_crc) != unpack_u32(data, end)[0]:
                     raise StreamDecodeError("event-stream message checksum mismatch")
-                headers_end = pos + PRELUDE_LENGTH + headers_len
-                headers = _parse_headers(view[pos + PRELUDE_LENGTH : headers_end])
-                frames.append(Frame(headers, bytes(view[headers_end:end])))
+                headers_start = pos + PRELUDE_LENGTH
+                headers_end = headers_start + headers_len
+                block = bytes(view[headers_start:headers_end])
+                headers = known.get(block)
+                if headers is None:
+                    headers = _parse_headers(block)
+                    if len(known) >= _MAX_KNOWN_HEADERS:
+                        known.clear()
+                    known[block] = headers
+                frames.append(Frame(headers.copy(), bytes(view[headers_end:end])))
                 pos += total
         finally:
             view.release()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
@@ -27,7 +27,7 @@ from ._stream import RAW_BODY, ChatStream, Turn
 from ._transport import json_body
 
 if TYPE_CHECKING:
-    from ._events import StreamEvent
+    from ._fanout import FanOutStream
 
 __all__ = ["AsyncConversation", "Prompt"]
 
@@ -276,10 +276,12 @@ class AsyncConversation:
             self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
         )
 
-    def fan_out_stream(
-        self, prompts: Iterable[Prompt], *, concurrency: int = 16
-    ) -> AsyncIterator[tuple[int, StreamEvent]]:
-        """The fan-out's events as they arrive, as ``(prompt_index, event)`` pairs."""
+    def fan_out_stream(self, prompts: Iterable[Prompt], *, concurrency: int = 16) -> FanOutStream:
+        """The fan-out's events as they arrive, as ``(prompt_index, event)`` pairs.
+
+        An async iterator (of ``tuple[int, StreamEvent]``) and an async context manager;
+        ``aclose()`` cancels every turn still running.
+        """
         from ._fanout import fan_out_stream
 
         return fan_out_stream(self, prompts, concurrency=concurrency)

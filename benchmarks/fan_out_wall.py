@@ -1,0 +1,82 @@
+"""Wall time of 500 concurrent ~1 s streams: fan_out(concurrency=500) vs asyncio.gather over
+the raw aioboto3 loop on a client with a pool of 500.
+
+Run with: python benchmarks/fan_out_wall.py [--uvloop] [--rounds 5] [--streams 500]
+Each stream is 20 text deltas 50 ms apart. Targets: wall ratio SDK / raw <= 0.8, and the
+fan-out's wall <= 1.6 x one stream's wall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+from _common import MODEL, parser, raw_config, raw_turn, report, run, server, session, timed
+
+from aiostream_chat import AsyncConversation, Reply
+
+PROMPT = "bench n=20 delay=0.05"
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--streams", type=int, default=500)
+    args = p.parse_args()
+    rounds, streams = args.rounds or 5, args.streams
+
+    async def bench() -> None:
+        sdk_wall: list[float] = []
+        raw_wall: list[float] = []
+        sdk_cpu: list[float] = []
+        raw_cpu: list[float] = []
+        one_wall: list[float] = []
+        server_cpu: list[float] = []
+        with server() as url:
+            async with (
+                session().client(
+                    "bedrock-runtime", endpoint_url=url, config=raw_config(streams)
+                ) as client,
+                AsyncConversation(
+                    MODEL, session=session(), endpoint_url=url, max_connections=streams
+                ) as conv,
+            ):
+
+                async def sdk() -> int:
+                    results = await conv.fan_out([PROMPT] * streams, concurrency=streams)
+                    assert all(isinstance(r, Reply) and r.text for r in results)
+                    return len(results)
+
+                async def raw() -> int:
+                    results = await asyncio.gather(
+                        *(raw_turn(client, PROMPT) for _ in range(streams))
+                    )
+                    assert all(deltas == 20 for _text, deltas in results)
+                    return len(results)
+
+                async def one() -> None:
+                    await conv.fork().send(PROMPT)
+
+                await sdk(), await raw()  # warm up: open the connections of both pools
+                for _ in range(rounds):
+                    s0 = url.cpu()
+                    c, w, _n = await timed(sdk)
+                    sdk_cpu.append(c)
+                    sdk_wall.append(w)
+                    s1 = url.cpu()
+                    c, w, _n = await timed(raw)
+                    raw_cpu.append(c)
+                    raw_wall.append(w)
+                    server_cpu.extend([s1 - s0, url.cpu() - s1])
+                    one_wall.append((await timed(one))[1])
+        report(f"{streams} streams, wall", "s", sdk_wall, raw_wall, "target <= 0.8")
+        report(f"{streams} streams, client CPU", "s", sdk_cpu, raw_cpu, "for information")
+        print(f"server CPU per run: median {statistics.median(server_cpu):.3f} s")
+        single = statistics.median(one_wall)
+        multiple = statistics.median(sdk_wall) / single
+        print(f"one stream: {single:.3f} s; fan-out / one stream = {multiple:.2f} (target <= 1.6)")
+
+    run(bench, args.uvloop)
+
+
+if __name__ == "__main__":
+    main()

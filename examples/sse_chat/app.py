@@ -1,0 +1,209 @@
+"""A chat web page whose replies stream from Bedrock over Server-Sent Events.
+
+Run with:
+    pip install 'aiostream-chat[examples]'
+    python examples/sse_chat/app.py                 # bundled emulator; open http://127.0.0.1:8000
+    python examples/sse_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
+
+It serves until stopped (Ctrl-C or SIGTERM); ``--port 0`` picks a free port, and the first line
+printed is the URL to open. Without ``--model`` it runs on the bundled emulator (``--emulator``).
+
+What it shows:
+
+- ``POST /chat`` relays one turn as ``text/event-stream``: ``delta`` events as text arrives,
+  ``retrying`` when a retry happens, then ``done`` or ``error`` (an error mid-stream reaches
+  the page with the partial text kept on screen and the reply not stored).
+- Stop: the page aborts its fetch, the browser drops the connection, Starlette sees the
+  ``http.disconnect`` and cancels the response; the cancellation closes the turn's stream,
+  which closes the Bedrock connection at once, and the history stays as it was.
+- The finished message is stored per browser session (a cookie names the session): each
+  session has its own ``AsyncConversation``, all of them sharing one Bedrock client opened in
+  the app's lifespan. ``GET /history`` returns what is stored.
+- The page puts model text on screen with ``textContent`` only, never as HTML, and a
+  Content-Security-Policy forbids inline scripts as a second line of defence.
+
+Why Starlette and uvicorn rather than FastAPI: this app has four routes, one streaming
+response and no request models, so FastAPI's validation and OpenAPI layer would add a
+dependency and nothing this code uses (FastAPI is built on Starlette, so the same code works
+there). Starlette's ``StreamingResponse`` already watches for the client's disconnect and
+cancels the body iterator, which is exactly the hook Stop needs, and uvicorn is the reference
+ASGI server. The page posts with ``fetch()`` and parses the event stream itself instead of using
+``EventSource``: it can POST a JSON body, and it never reconnects on its own (an ``EventSource``
+would re-send the prompt after every finished reply or dropped connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
+
+import uvicorn
+from _emulator import add_bedrock_arguments, bedrock
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from aiostream_chat import (
+    AsyncConversation,
+    ChatError,
+    ChatStream,
+    ConversationBusyError,
+    Retrying,
+    TextDelta,
+)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "chat_session"
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'"
+log = logging.getLogger("sse_chat")
+
+
+class Sessions:
+    """One conversation per browser session, every one on the process's shared client."""
+
+    def __init__(self, model_id: str, client: Any) -> None:
+        self.model_id = model_id
+        self.client = client
+        self.conversations: dict[str, AsyncConversation] = {}
+
+    def get(self, session_id: str) -> AsyncConversation:
+        # A real service would bound this and expire idle sessions (or keep
+        # conv.snapshot() in its session store and resume with from_state()).
+        conv = self.conversations.get(session_id)
+        if conv is None:
+            conv = AsyncConversation(self.model_id, client=self.client)
+            self.conversations[session_id] = conv
+        return conv
+
+    async def aclose(self) -> None:
+        for conv in self.conversations.values():
+            await conv.aclose()  # closes a stream still open; never the shared client
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    """One Server-Sent Events message; JSON keeps newlines in the text intact."""
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def turns(conv: AsyncConversation) -> int:
+    return len(conv.history) // 2
+
+
+async def relay(conv: AsyncConversation, stream: ChatStream) -> AsyncIterator[str]:
+    """The event stream for one turn. Cancelled by Starlette when the browser goes away."""
+    try:
+        async with stream:  # closes the Bedrock response on every way out, cancellation too
+            async for event in stream.events():
+                match event:
+                    case TextDelta(text=text) if text:
+                        yield sse("delta", {"text": text})
+                    case Retrying(attempt=attempt, delay=delay, error=error):
+                        yield sse(
+                            "retrying", {"attempt": attempt, "delay": delay, "why": str(error)}
+                        )
+            reply = await stream.get_reply()
+    except ChatError as exc:
+        log.warning("turn failed: %r", exc)
+        message = f"{type(exc).__name__}: {exc}"
+        yield sse("error", {"message": message, "partial": exc.partial_text, "turns": turns(conv)})
+        return
+    except ConversationBusyError:
+        yield sse("error", {"message": "A reply is still streaming in this session."})
+        return
+    except asyncio.CancelledError:
+        log.info("client went away: turn cancelled; %d turn(s) stored", turns(conv))
+        raise
+    usage = reply.usage.model_dump(include={"input_tokens", "output_tokens", "total_tokens"})
+    yield sse("done", {"stop_reason": reply.stop_reason, "usage": usage, "turns": turns(conv)})
+
+
+def session_id(request: Request) -> str | None:
+    return request.cookies.get(COOKIE)
+
+
+async def index(request: Request) -> Response:
+    response = FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CSP})
+    if session_id(request) is None:
+        response.set_cookie(COOKIE, secrets.token_urlsafe(16), httponly=True, samesite="strict")
+    return response
+
+
+async def chat(request: Request) -> Response:
+    sid = session_id(request)
+    if sid is None:
+        return JSONResponse({"error": "no session: load the page first"}, status_code=400)
+    try:
+        body = await request.json()
+        prompt = body["prompt"]
+        conv = request.app.state.sessions.get(sid)
+        stream = conv.stream(prompt)  # checks the prompt now, before any network I/O
+    except (ValueError, TypeError, KeyError) as exc:
+        return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(relay(conv, stream), media_type="text/event-stream", headers=headers)
+
+
+async def history(request: Request) -> Response:
+    sid = session_id(request)
+    conv = request.app.state.sessions.get(sid) if sid else None
+    messages = [] if conv is None else [{"role": m.role, "text": m.text} for m in conv.history]
+    return JSONResponse({"messages": messages, "turns": len(messages) // 2})
+
+
+def create_app(args: argparse.Namespace, url: str) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One Bedrock client for the whole process, opened and closed with the app.
+        async with bedrock(args) as target, target.client() as client:
+            app.state.sessions = Sessions(target.model_id, client)
+            where = "the bundled emulator" if target.emulated else f"Bedrock ({target.model_id})"
+            print(url, flush=True)
+            print(f"Serving on {url} with {where}; press Ctrl-C to stop.", file=sys.stderr)
+            try:
+                yield
+            finally:
+                await app.state.sessions.aclose()
+
+    routes = [
+        Route("/", index),
+        Route("/chat", chat, methods=["POST"]),
+        Route("/history", history),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_bedrock_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+
+    sock = socket.create_server((args.host, args.port))  # bound now, so --port 0 has a number
+    host, port = sock.getsockname()[:2]
+    app = create_app(args, f"http://{host}:{port}/")
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    # uvicorn shuts down gracefully on Ctrl-C, then re-raises it: that is the normal way out.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Every example runs clean on the bundled emulator, as a user would run it: a subprocess with
+no arguments (servers with ``--port 0``), exit status 0, the expected output, no traceback and
+no unclosed-resource warning."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SERVERS = {
+    "sse_chat": EXAMPLES / "sse_chat" / "app.py",
+    "websocket_chat": EXAMPLES / "websocket_chat" / "app.py",
+    "aiohttp_service": EXAMPLES / "aiohttp_service.py",
+}
+# Nothing may leave loopback: no credential search, and instance metadata switched off.
+ENV = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
+# Unclosed sessions and sockets show up as ResourceWarnings, which Python hides by default.
+PYTHON = [sys.executable, "-W", "default::ResourceWarning"]
+DIRTY = ("Traceback", "ResourceWarning", "Unclosed", "Exception ignored", "Task was destroyed")
+
+web_deps = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("starlette", "uvicorn", "websockets")),
+    reason="the web examples need the 'examples' extra: pip install -e '.[examples]'",
+)
+
+
+def assert_clean(stderr: str) -> None:
+    for mark in DIRTY:
+        assert mark not in stderr, stderr
+
+
+def run_example(name: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*PYTHON, str(EXAMPLES / name), *args],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_clean(proc.stderr)
+    return proc
+
+
+@contextlib.contextmanager
+def serve(path: Path, *args: str, startup: float = 20) -> Iterator[str]:
+    """Run a server example on a free port; yield its URL; stop it with Ctrl-C (SIGINT) and
+    check it shut down cleanly with status 0."""
+    proc = subprocess.Popen(
+        [*PYTHON, str(path), "--port", "0", *args],
+        env=ENV,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], startup)
+        url = proc.stdout.readline().strip() if ready else ""
+        if not url.startswith("http://127.0.0.1:"):
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"{path.name} did not print its URL: {url!r}\n{err}")
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"{path.name} did not stop within 15 s of Ctrl-C")
+    assert proc.returncode == 0, stderr
+    assert_clean(stderr)
+
+
+def sse_events(lines: Iterator[str]) -> list[tuple[str, dict[str, object]]]:
+    """Parse a Server-Sent Events body into (event, data) pairs."""
+    events: list[tuple[str, dict[str, object]]] = []
+    name = "message"
+    for line in lines:
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.split(":", 1)[1])))
+    return events
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(EXAMPLES)
+        for p in [*EXAMPLES.glob("[!_]*.py"), *SERVERS.values()]  # _emulator.py is a helper
+    ),
+    ids=str,
+)
+def test_example_docstring_has_run_with_line(path: Path) -> None:
+    """Each runnable example opens with a docstring holding a "Run with:" line that names
+    the script; servers also say that they serve until stopped."""
+    source = (EXAMPLES / path).read_text(encoding="utf-8")
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    assert "Run with:" in doc
+    assert f"python examples/{path.as_posix()}" in doc
+    if path.parent.name in SERVERS or path.stem in SERVERS:
+        assert "serves until stopped" in doc
+        assert "--port" in doc
+
+
+def test_quickstart_streams_then_prints_message_and_usage() -> None:
+    """quickstart.py: both turns stream, then the whole message, usage and history print."""
+    out = run_example("quickstart.py").stdout
+    assert "QuarkDB is an imaginary database" in out
+    assert "Total message: Call it SongStore: the database you can hum." in out
+    assert "Usage: 20 input + 11 output = 31 tokens" in out
+    assert "History: 4 messages" in out
+
+
+def test_fan_out_answers_every_prompt_with_a_progress_bar() -> None:
+    """fan_out.py: all eight prompts are answered in input order, the progress bar on
+    stderr reaches 8/8, and the parent conversation's history stays empty."""
+    proc = run_example("fan_out.py", "--concurrency", "8")
+    out = proc.stdout
+    for number in range(1, 9):
+        assert f"\n{number}. What is" in f"\n{out}"
+    assert out.index("1. What is a B-tree") < out.index("8. What is two-phase commit")
+    assert "You asked about What is MVCC" in out
+    assert "8 answered, 0 failed" in out
+    assert "Parent history: 0 messages" in out
+    assert "] 8/8 done, 0 failed" in proc.stderr
+    assert proc.stderr.count("/8 done") > 2  # redrawn as it goes (text mode turns \r to \n)
+
+
+def test_timeouts_and_retries_keeps_history_clean() -> None:
+    """timeouts_and_retries.py: the 429 is retried (a Retrying event shows), the stall trips
+    the idle timeout with the partial text kept, the cancelled turn frees the conversation,
+    and only the two completed turns reach the history."""
+    out = run_example("timeouts_and_retries.py").stdout
+    assert "Retrying: attempt 2" in out
+    assert "ThrottlingError" in out
+    assert "completed after 2 attempt(s)" in out
+    assert "IdleTimeoutError" in out
+    assert "partial_text kept on the error: 'Once upon a time'" in out
+    assert "status: failed; history: 2 messages" in out
+    assert "status: cancelled; busy: False; history: 2 messages" in out
+    assert "the emulator saw 2 response(s) cut short by the client" in out
+    assert out.rstrip().endswith("history: 4 messages")
+
+
+def test_tool_use_runs_the_tool_and_sends_the_result_back() -> None:
+    """tool_use.py: the tool call's input streams, the tool runs, its result goes back and
+    the final answer arrives; the history holds all four messages."""
+    out = run_example("tool_use.py").stdout
+    assert '[tool call] get_weather({"city":"Paris"})' in out
+    assert '[tool result] {"city": "Paris", "temperature_c": 18' in out
+    assert "Final answer: It is 18 °C and sunny in Paris" in out
+    assert "History: 4 messages" in out
+
+
+@web_deps
+def test_sse_chat_serves_page_streams_turn_and_stores_it() -> None:
+    """sse_chat: the page comes with a session cookie and a CSP, POST /chat streams delta
+    events then done, and GET /history holds the finished turn."""
+    import httpx
+
+    with serve(SERVERS["sse_chat"]) as url, httpx.Client(base_url=url, timeout=10) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert 'id="stop"' in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "chat_session" in client.cookies
+        assert client.get("/static/chat.js").status_code == 200
+        with client.stream("POST", "/chat", json={"prompt": "What is SSE?"}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(response.iter_lines())
+        deltas = [data["text"] for name, data in events if name == "delta"]
+        assert len(deltas) > 3
+        assert events[-1][0] == "done"
+        assert events[-1][1]["turns"] == 1
+        stored = client.get("/history").json()
+        assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
+        assert stored["messages"][1]["text"] == "".join(deltas)
+        assert client.post("/chat", json={"prompt": "  "}).status_code == 400
+
+
+@web_deps
+def test_websocket_chat_streams_turn_and_stop_leaves_history() -> None:
+    """websocket_chat: a prompt streams deltas then done; "stop" mid-reply answers stopped
+    with the stored turns unchanged; reconnecting shows the stored history."""
+    import httpx
+    from websockets.sync.client import connect
+
+    with serve(SERVERS["websocket_chat"]) as url:
+        cookie = httpx.get(url, timeout=10).cookies["chat_session"]
+        ws_url = url.replace("http://", "ws://") + "ws"
+        headers = {"Cookie": f"chat_session={cookie}"}
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            assert json.loads(ws.recv(10)) == {"type": "history", "messages": [], "turns": 0}
+            ws.send(json.dumps({"type": "prompt", "text": "hello"}))
+            kinds = []
+            while (message := json.loads(ws.recv(10)))["type"] == "delta":
+                kinds.append("delta")
+            assert len(kinds) > 3
+            assert message["type"] == "done"
+            assert message["turns"] == 1
+            ws.send(json.dumps({"type": "prompt", "text": "a second, long question"}))
+            assert json.loads(ws.recv(10))["type"] == "delta"
+            ws.send(json.dumps({"type": "stop"}))
+            while (message := json.loads(ws.recv(10)))["type"] == "delta":
+                pass
+            assert message == {"type": "stopped", "turns": 1}
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            history = json.loads(ws.recv(10))
+            assert history["turns"] == 1
+            assert history["messages"][0]["text"] == "hello"
+
+
+@web_deps
+def test_aiohttp_service_streams_turns_per_session() -> None:
+    """aiohttp_service: a session's turn streams as SSE and is stored; another session is
+    separate; a bad prompt is a 400; the existing routes keep working."""
+    import httpx
+
+    with serve(SERVERS["aiohttp_service"]) as url, httpx.Client(base_url=url, timeout=10) as c:
+        assert c.get("/health").json() == {"ok": True}
+        with c.stream("POST", "/sessions/alice/messages", json={"prompt": "Hi!"}) as response:
+            events = sse_events(response.iter_lines())
+        assert events[0][0] == "delta"
+        assert events[-1][0] == "done"
+        alice = c.get("/sessions/alice").json()
+        assert [m["role"] for m in alice["messages"]] == ["user", "assistant"]
+        assert c.get("/sessions/bob").json()["messages"] == []
+        assert c.post("/sessions/alice/messages", json={"prompt": ""}).status_code == 400
