@@ -63,7 +63,7 @@ async def test_chat_emulator_prints_reply() -> None:
     """`chat --emulator PROMPT` runs the whole stack in-process and prints the reply."""
     code, out, err = await run("chat", "--emulator", "What is a stream?")
     assert code == 0, err
-    assert out.startswith("You asked about What is a stream?.")
+    assert out.startswith("You asked about What is a stream. ")
     assert out.endswith("not from a real model.\n")
     assert err == ""
 

@@ -295,7 +295,7 @@ def replay(recording: dict[str, Any] | str | Path, *, delay: float = 0.0) -> Scr
 def default_reply(prompt: str, *, delay: float = 0.0) -> Script:
     """The default responder's answer: a few sentences that depend only on the prompt."""
     prompt = " ".join(prompt.split())
-    topic = prompt if len(prompt) <= 60 else prompt[:57].rstrip() + "..."
+    topic = prompt.rstrip(".?!") if len(prompt) <= 60 else prompt[:57].rstrip() + "..."
     pick = zlib.crc32(prompt.encode())
     openers = ("That is a good question.", "Here is a short answer.", "Let me think.")
     middles = (
