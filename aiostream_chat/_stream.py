@@ -56,6 +56,20 @@ Status = Literal["pending", "streaming", "completed", "failed", "cancelled"]
 _CONTENT = (TextDelta, ToolUseDelta, ReasoningDelta, CitationDelta)
 
 
+_scan = json.JSONDecoder().raw_decode
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads`` for an event payload, minus its encoding sniffing and whitespace passes
+    in the common case (a UTF-8 JSON object with nothing around it)."""
+    try:
+        text = payload.decode()
+        value, end = _scan(text)
+    except ValueError:
+        return json.loads(payload)  # the same error as before (or a UTF-16/32 payload)
+    return value if end == len(text) else json.loads(payload)
+
+
 class Turn:
     """What a stream needs from its conversation (kept abstract to keep layers pointing down)."""
 
@@ -128,7 +142,7 @@ class ChatStream:
         self._status: Status = "pending"
         self._error: ChatError | None = None
         self._reply: Reply | None = None
-        self._queue: deque[StreamEvent | _Failure] = deque()
+        self._queue: deque[StreamEvent | Frame | _Failure] = deque()
         self._text_parts: list[str] = []
         self._delivered_content = False
         self._params: dict[str, Any] = {}
@@ -222,6 +236,8 @@ class ChatStream:
             except BaseException as exc:
                 self._on_error(exc)
         item = self._queue.popleft()
+        if isinstance(item, Frame):
+            item = self._frame_event(item)
         if isinstance(item, _Failure):
             self._on_error(item.error)
             return await self._next()
@@ -250,10 +266,13 @@ class ChatStream:
             # the caller gets them (so partial_text is exact), then the error.
             frames = _salvage(self._undecoded + data)
             self._undecoded = b""
-            if not self._queue_frames(frames):
-                self._queue.append(_Failure(exc))
+            self._queue.extend(frames)
+            self._queue.append(_Failure(exc))  # dropped if an error frame before it fails first
             return
-        self._queue_frames(frames)
+        # Frames become events one by one as the caller takes them: a burst of a thousand
+        # frames is then a thousand untracked tuples, not a thousand live models that the
+        # garbage collector promotes (and later scans) while they wait.
+        self._queue.extend(frames)
 
     def _decode(self, data: bytes) -> list[Frame]:
         frames = self._decoder.feed(data)
@@ -266,30 +285,33 @@ class ChatStream:
             self._undecoded += data
         return frames
 
-    def _queue_frames(self, frames: list[Frame]) -> bool:
-        """Queue the events of ``frames``; True when an error frame (queued last) ended them."""
-        for frame in frames:
-            headers = frame.headers
-            if headers.get(":message-type") != "event":
-                self._queue.append(_Failure(error_from_frame(frame, self._request_id)))
-                return True
-            try:
-                payload = json.loads(frame.payload)
-            except ValueError as exc:
-                error = StreamDecodeError(f"an event's payload is not valid JSON: {exc}")
-                error.__cause__ = exc
-                self._queue.append(_Failure(error))
-                return True
-            if not isinstance(payload, dict):
-                error = StreamDecodeError("an event's payload is not a JSON object")
-                self._queue.append(_Failure(error))
-                return True
-            payload.pop("p", None)
-            started = self._acc.content_started
-            self._queue.append(self._acc.handle(str(headers.get(":event-type")), payload))
-            if not started and self._acc.content_started:
-                self._first_token = time.monotonic() - self._attempt_start
-        return False
+    def _frame_event(self, frame: Frame) -> StreamEvent | _Failure:
+        """The event a frame stands for, or the failure it reports."""
+        headers = frame.headers
+        if headers.get(":message-type") != "event":
+            return _Failure(error_from_frame(frame, self._request_id))
+        try:
+            payload = _loads(frame.payload)
+        except ValueError as exc:
+            error = StreamDecodeError(f"an event's payload is not valid JSON: {exc}")
+            error.__cause__ = exc
+            return _Failure(error)
+        if not isinstance(payload, dict):
+            return _Failure(StreamDecodeError("an event's payload is not a JSON object"))
+        payload.pop("p", None)
+        started = self._acc.content_started
+        try:
+            event = self._acc.handle(str(headers.get(":event-type")), payload)
+        except ChatError as exc:  # e.g. a finished tool call whose input is not JSON
+            return _Failure(exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            name = str(headers.get(":event-type"))
+            error = StreamDecodeError(f"a malformed {name} event: {exc!r}")
+            error.__cause__ = exc
+            return _Failure(error)
+        if not started and self._acc.content_started:
+            self._first_token = time.monotonic() - self._attempt_start
+        return event
 
     async def _open_attempt(self) -> None:
         if self._backoff is not None:

@@ -382,3 +382,55 @@ async def test_closing_parent_closes_open_fork_streams(
     assert child.history == ()
     (gone,) = await fake_bedrock.wait_for_disconnects(1)
     assert not gone.completed
+
+
+async def test_invalid_tool_json_fails_the_turn_cleanly(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A tool call whose streamed input is not JSON fails the turn with ModelError (raw text in
+    the message); history is untouched and the conversation is free."""
+    from aiostream_chat import ModelError
+
+    fake_bedrock.enqueue(
+        raw_events(
+            [
+                ("messageStart", {"role": "assistant"}),
+                (
+                    "contentBlockStart",
+                    {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t", "name": "f"}}},
+                ),
+                (
+                    "contentBlockDelta",
+                    {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{"a": '}}},
+                ),
+                ("contentBlockStop", {"contentBlockIndex": 0}),
+                ("messageStop", {"stopReason": "tool_use"}),
+            ]
+        )
+    )
+    stream = conv.stream("hi", retry=RetryPolicy.none())
+    with pytest.raises(ModelError, match='"a": '):
+        await stream.get_reply()
+    assert stream.status == "failed" and not conv.busy and conv.history == ()
+
+
+async def test_malformed_event_fails_the_turn_cleanly(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A known event missing a required field is a StreamDecodeError, never a raw KeyError,
+    and the conversation is free afterwards."""
+    from aiostream_chat import StreamDecodeError
+
+    fake_bedrock.enqueue(
+        raw_events(
+            [
+                ("messageStart", {"role": "assistant"}),
+                ("contentBlockDelta", {"delta": {"text": "x"}}),
+            ]
+        )
+    )
+    stream = conv.stream("hi", retry=RetryPolicy.none())
+    with pytest.raises(StreamDecodeError) as info:
+        await stream.get_reply()
+    assert isinstance(info.value.__cause__, KeyError)
+    assert stream.status == "failed" and not conv.busy and conv.history == ()
