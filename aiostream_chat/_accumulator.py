@@ -218,14 +218,6 @@ class Accumulator:
         blocks = (self._blocks[i].content() for i in sorted(self._blocks))
         return Message(role="assistant", content=tuple(b for b in blocks if b is not None))
 
-    @property
-    def text(self) -> str:
-        return "".join(
-            "".join(b.text)
-            for _, b in sorted(self._blocks.items())
-            if not b.reasoning and b.tool is None and b.raw is None
-        )
-
     def reply(self, *, metrics: Metrics, request_id: str | None) -> Reply:
         message = self.message()
         meta = self.metadata or Metadata()

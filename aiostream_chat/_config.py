@@ -8,8 +8,6 @@ from ._models import Frozen
 
 __all__ = ["Timeouts"]
 
-_Seconds = Field(default=None, gt=0)
-
 
 class Timeouts(Frozen):
     """Deadlines in seconds; ``None`` disables one.
