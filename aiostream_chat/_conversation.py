@@ -14,64 +14,19 @@ from ._models import (
     InferenceConfig,
     Message,
     RawBlock,
-    ReasoningBlock,
     Reply,
-    TextBlock,
-    ToolResultBlock,
     ToolSpec,
-    ToolUseBlock,
 )
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import RAW_BODY, ChatStream, Turn
 from ._transport import json_body
+from ._validate import Prompt, check_tools, check_type, user_message
 
 if TYPE_CHECKING:
     from ._fanout import FanOutStream
 
-__all__ = ["AsyncConversation", "Prompt"]
-
-_BLOCK_TYPES = (TextBlock, ToolUseBlock, ToolResultBlock, ReasoningBlock, RawBlock)
-Prompt = (
-    str | Message | Sequence[TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock]
-)
-
-
-def _check_type(name: str, value: Any, cls: type | tuple[type, ...]) -> None:
-    if value is not None and not isinstance(value, cls):
-        expected = cls.__name__ if isinstance(cls, type) else " or ".join(c.__name__ for c in cls)
-        raise TypeError(f"{name} must be {expected} or None, not {type(value).__name__}")
-
-
-def _user_message(prompt: Any) -> Message:
-    """Validate a prompt and turn it into the user message it stands for."""
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        return Message.user(prompt)
-    if isinstance(prompt, Message):
-        if prompt.role != "user":
-            raise ValueError(f"a prompt message must have role 'user', not {prompt.role!r}")
-        message = prompt
-    elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes | bytearray):
-        for block in prompt:
-            if not isinstance(block, _BLOCK_TYPES):
-                raise TypeError(
-                    f"prompt blocks must be content blocks (TextBlock, ToolResultBlock, ...), "
-                    f"not {type(block).__name__}"
-                )
-        message = Message(role="user", content=tuple(prompt))
-    else:
-        raise TypeError(
-            f"prompt must be a str, a Message or a sequence of content blocks, "
-            f"not {type(prompt).__name__}"
-        )
-    if not message.content:
-        raise ValueError("prompt has no content blocks")
-    for block in message.content:
-        if isinstance(block, TextBlock) and not block.text.strip():
-            raise ValueError("prompt contains an empty text block")
-    return message
+__all__ = ["AsyncConversation"]
 
 
 def _stand_in(message: Message) -> dict[str, Any]:
@@ -80,16 +35,6 @@ def _stand_in(message: Message) -> dict[str, Any]:
         for b in message.content
     )
     return {"role": message.role, "content": list(blocks)}
-
-
-def _check_tools(tools: Any) -> tuple[ToolSpec, ...]:
-    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
-        raise TypeError(f"tools must be a sequence of ToolSpec, not {type(tools).__name__}")
-    checked: tuple[ToolSpec, ...] = tuple(tools)
-    for tool in checked:
-        if not isinstance(tool, ToolSpec):
-            raise TypeError(f"tools must hold ToolSpec objects, not {type(tool).__name__}")
-    return checked
 
 
 class _ConversationTurn(Turn):
@@ -165,12 +110,12 @@ class AsyncConversation:
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
         if not model_id.strip():
             raise ValueError("model_id is empty")
-        _check_type("system", system, str)
-        _check_type("inference", inference, InferenceConfig)
-        _check_type("retry", retry, RetryPolicy)
-        _check_type("timeouts", timeouts, Timeouts)
-        _check_type("region_name", region_name, str)
-        _check_type("endpoint_url", endpoint_url, str)
+        check_type("system", system, str)
+        check_type("inference", inference, InferenceConfig)
+        check_type("retry", retry, RetryPolicy)
+        check_type("timeouts", timeouts, Timeouts)
+        check_type("region_name", region_name, str)
+        check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError("max_connections must be an int")
         if max_connections < 1:
@@ -185,7 +130,7 @@ class AsyncConversation:
         self._system = system
         self._history: tuple[Message, ...] = messages
         self._inference = inference
-        self._tools = _check_tools(tools)
+        self._tools = check_tools(tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
@@ -230,11 +175,11 @@ class AsyncConversation:
         timeouts: Timeouts | None = None,
     ) -> ChatStream:
         """A stream for one turn; no I/O happens until it is iterated or entered."""
-        message = _user_message(prompt)
-        _check_type("inference", inference, InferenceConfig)
-        _check_type("retry", retry, RetryPolicy)
-        _check_type("timeouts", timeouts, Timeouts)
-        turn_tools = self._tools if tools is None else _check_tools(tools)
+        message = user_message(prompt)
+        check_type("inference", inference, InferenceConfig)
+        check_type("retry", retry, RetryPolicy)
+        check_type("timeouts", timeouts, Timeouts)
+        turn_tools = self._tools if tools is None else check_tools(tools)
         turn = _ConversationTurn(self, inference or self._inference, turn_tools)
         return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
 

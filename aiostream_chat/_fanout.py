@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 from ._errors import ThrottlingError
 from ._events import Retrying, StreamEvent, TurnCompleted, TurnFailed
 from ._retry import RetryPolicy
+from ._validate import Prompt, user_message
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._conversation import AsyncConversation, Prompt
+    from ._conversation import AsyncConversation
     from ._models import Message, Reply
 
 __all__ = ["AdaptiveLimiter", "fan_out", "fan_out_stream"]
@@ -131,15 +132,13 @@ class AdaptiveLimiter:
 
 def _prepare(prompts: Iterable[Prompt], concurrency: int) -> list[Message]:
     """The prompts as user messages: bad input fails here, before any network I/O."""
-    from ._conversation import _user_message
-
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
         raise TypeError("concurrency must be an int")
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     if isinstance(prompts, str | bytes) or not isinstance(prompts, Iterable):
         raise TypeError("prompts must be an iterable of prompts, not a single prompt")
-    return [_user_message(prompt) for prompt in prompts]
+    return [user_message(prompt) for prompt in prompts]
 
 
 def _pause_policy(retry: RetryPolicy) -> Callable[[int], float]:
