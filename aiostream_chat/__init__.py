@@ -48,19 +48,26 @@ from ._events import (
     UnknownEvent,
 )
 from ._models import (
+    CachePoint,
     ContentBlock,
+    DocumentBlock,
+    GuardContent,
+    ImageBlock,
     InferenceConfig,
     Message,
     Metrics,
     RawBlock,
     ReasoningBlock,
     Reply,
+    S3Location,
     TextBlock,
     ToolResultBlock,
     ToolSpec,
     ToolUseBlock,
     Usage,
+    VideoBlock,
 )
+from ._options import Cache, Guardrail, RequestOptions, Thinking
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
@@ -74,6 +81,8 @@ __all__ = [
     "AccessDeniedError",
     "AsyncConversation",
     "BedrockError",
+    "Cache",
+    "CachePoint",
     "ChatError",
     "ChatStream",
     "CitationDelta",
@@ -83,8 +92,12 @@ __all__ = [
     "ContentBlockStop",
     "ConversationBusyError",
     "ConversationState",
+    "DocumentBlock",
     "FirstTokenTimeoutError",
+    "GuardContent",
+    "Guardrail",
     "IdleTimeoutError",
+    "ImageBlock",
     "IncompleteStreamError",
     "InferenceConfig",
     "InternalServerError",
@@ -102,9 +115,11 @@ __all__ = [
     "ReasoningBlock",
     "ReasoningDelta",
     "Reply",
+    "RequestOptions",
     "ResourceNotFoundError",
     "RetryPolicy",
     "Retrying",
+    "S3Location",
     "ServiceUnavailableError",
     "StreamClosedError",
     "StreamDecodeError",
@@ -112,6 +127,7 @@ __all__ = [
     "StreamTimeoutError",
     "TextBlock",
     "TextDelta",
+    "Thinking",
     "ThrottlingError",
     "Timeouts",
     "ToolResultBlock",
@@ -125,6 +141,7 @@ __all__ = [
     "TurnFailed",
     "UnknownEvent",
     "Usage",
+    "VideoBlock",
     "__version__",
 ]
 

@@ -21,6 +21,7 @@ from ._blocks import (
 )
 
 __all__ = [
+    "BLOCK_TYPES",
     "CachePoint",
     "ContentBlock",
     "DocumentBlock",
@@ -167,6 +168,21 @@ ContentBlock = Annotated[
     | RawBlock,
     Field(discriminator="type"),
 ]
+
+
+BLOCK_TYPES = (
+    TextBlock,
+    ToolUseBlock,
+    ToolResultBlock,
+    ReasoningBlock,
+    ImageBlock,
+    DocumentBlock,
+    VideoBlock,
+    CachePoint,
+    GuardContent,
+    RawBlock,
+)
+"""Every content block class (for isinstance checks)."""
 
 
 def block_from_bedrock(data: dict[str, Any]) -> ContentBlock:

@@ -6,21 +6,17 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._models import (
+    BLOCK_TYPES,
+    ContentBlock,
     Message,
-    RawBlock,
-    ReasoningBlock,
     TextBlock,
-    ToolResultBlock,
     ToolSpec,
-    ToolUseBlock,
 )
 
 __all__ = ["Prompt", "check_tools", "check_type", "user_message"]
 
-_BLOCK_TYPES = (TextBlock, ToolUseBlock, ToolResultBlock, ReasoningBlock, RawBlock)
-Prompt = (
-    str | Message | Sequence[TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock]
-)
+_BLOCK_TYPES = BLOCK_TYPES
+Prompt = str | Message | Sequence[ContentBlock]
 
 
 def check_type(name: str, value: Any, cls: type | tuple[type, ...]) -> None:
