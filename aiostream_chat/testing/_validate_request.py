@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -313,7 +314,7 @@ def _answer(status: int, code: str, message: str) -> web.Response:
 
 
 def count_tokens(body: dict[str, Any]) -> int:
-    """FakeBedrock's token count: about one token per four characters of text, at least 1."""
+    """FakeBedrock's token count: about a token per four characters of text and tool JSON."""
     converse = (body.get("input") or {}).get("converse") or {}
     texts: list[str] = []
 
@@ -328,8 +329,10 @@ def count_tokens(body: dict[str, Any]) -> int:
             for item in value:
                 walk(item)
 
-    walk(converse)
-    return max(1, sum(len(t) for t in texts) // 4 + 4 * len(converse.get("messages") or []))
+    walk(converse.get("system"))
+    walk(converse.get("messages"))
+    tools = len(json.dumps(converse["toolConfig"])) // 4 if "toolConfig" in converse else 0
+    return max(1, sum(len(t) for t in texts) // 4 + 4 * len(converse.get("messages") or []) + tools)
 
 
 def check_request(request: ReceivedRequest) -> web.Response | None:
