@@ -9,6 +9,7 @@ import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts
+from ._count_tokens import count_tokens
 from ._errors import ConversationBusyError
 from ._models import (
     InferenceConfig,
@@ -17,6 +18,7 @@ from ._models import (
     Reply,
     ToolSpec,
 )
+from ._options import RequestOptions, apply_options, check_options
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import RAW_BODY, ChatStream, Turn
@@ -45,10 +47,12 @@ class _ConversationTurn(Turn):
         conv: AsyncConversation,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
+        options: RequestOptions | None = None,
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._options = options
 
     def begin(self, stream: ChatStream) -> dict[str, Any]:
         conv = self._conv
@@ -68,7 +72,18 @@ class _ConversationTurn(Turn):
             params["inferenceConfig"] = config
         if self._tools:
             params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if any(isinstance(b, RawBlock) for m in history for b in m.content):
+        if self._options is not None:
+            # Options may carry fields botocore 1.40 rejects (serviceTier, cachePoint.ttl...):
+            # botocore validates a one-message stand-in; the transport sends our own body.
+            body = apply_options(
+                {k: v for k, v in params.items() if k != "modelId"},
+                self._options,
+                model_id=conv._model_id,
+                history_len=len(conv._history),
+            )
+            params[RAW_BODY] = json_body(body)
+            params["messages"] = [{"role": "user", "content": [{"text": "."}]}]
+        elif any(isinstance(b, RawBlock) for m in history for b in m.content):
             # botocore would reject blocks newer than its model: it validates a stand-in
             # and the transport sends the real body (see open_converse_stream).
             params[RAW_BODY] = json_body(params)
@@ -105,6 +120,7 @@ class AsyncConversation:
         max_connections: int = 100,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        options: RequestOptions | None = None,
     ) -> None:
         if not isinstance(model_id, str):
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
@@ -114,6 +130,7 @@ class AsyncConversation:
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_type("options", options, RequestOptions)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
@@ -131,6 +148,9 @@ class AsyncConversation:
         self._history: tuple[Message, ...] = messages
         self._inference = inference
         self._tools = check_tools(tools)
+        self._options = options
+        if options is not None:
+            self._check_options(options, inference, self._tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
@@ -173,14 +193,20 @@ class AsyncConversation:
         tools: Sequence[ToolSpec] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        options: RequestOptions | None = None,
     ) -> ChatStream:
         """A stream for one turn; no I/O happens until it is iterated or entered."""
         message = user_message(prompt)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_type("options", options, RequestOptions)
         turn_tools = self._tools if tools is None else check_tools(tools)
-        turn = _ConversationTurn(self, inference or self._inference, turn_tools)
+        turn_inference = inference or self._inference
+        turn_options = options or self._options
+        if turn_options is not None:
+            self._check_options(turn_options, turn_inference, turn_tools)
+        turn = _ConversationTurn(self, turn_inference, turn_tools, turn_options)
         return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
 
     async def send(
@@ -191,10 +217,16 @@ class AsyncConversation:
         tools: Sequence[ToolSpec] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        options: RequestOptions | None = None,
     ) -> Reply:
         """Run a whole turn and return its reply."""
         stream = self.stream(
-            prompt, inference=inference, tools=tools, retry=retry, timeouts=timeouts
+            prompt,
+            inference=inference,
+            tools=tools,
+            retry=retry,
+            timeouts=timeouts,
+            options=options,
         )
         async with stream:
             return await stream.get_reply()
@@ -231,6 +263,34 @@ class AsyncConversation:
 
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
+    def _check_options(
+        self,
+        options: RequestOptions,
+        inference: InferenceConfig | None,
+        tools: tuple[ToolSpec, ...],
+    ) -> None:
+        check_options(
+            options,
+            model_id=self._model_id,
+            tool_names=[t.name for t in tools],
+            max_tokens=inference.max_tokens if inference else None,
+            temperature=inference.temperature if inference else None,
+        )
+
+    async def count_tokens(self, prompt: Prompt | None = None) -> int:
+        """Bedrock's token count for the history (plus ``prompt``), system prompt and tools."""
+        messages = self._history if prompt is None else (*self._history, user_message(prompt))
+        body: dict[str, Any] = {"messages": [m.to_bedrock() for m in messages]}
+        if self._system:
+            body["system"] = [{"text": self._system}]
+        if self._tools:
+            body["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
+        if self._options is not None:
+            body = apply_options(
+                body, self._options, model_id=self._model_id, history_len=len(self._history)
+            )
+        return await count_tokens(await self._clients.get(), self._model_id, body)
+
     # -- state -----------------------------------------------------------------------------
 
     def snapshot(self) -> ConversationState:
@@ -240,6 +300,7 @@ class AsyncConversation:
             system=self._system,
             inference=self._inference,
             tools=self._tools,
+            options=self._options,
             history=self._history,
         )
 
@@ -254,6 +315,7 @@ class AsyncConversation:
             history=state.history,
             inference=state.inference,
             tools=state.tools,
+            options=state.options,
             **client_kwargs,
         )
 

@@ -472,3 +472,112 @@ def test_inference_config_and_prompt_blocks_are_untouched() -> None:
     assert out == body()
     assert TextBlock("now?").to_bedrock() == out["messages"][-1]["content"][0]
     assert InferenceConfig(max_tokens=4000).to_bedrock() == out["inferenceConfig"]
+
+
+# -- through the whole stack: botocore, the transport and the emulator ---------------------
+
+
+async def test_service_tier_that_botocore_rejects_reaches_the_emulator(
+    fake_bedrock: FakeBedrock, make_conv: Any
+) -> None:
+    """serviceTier (unknown to botocore 1.40, which would raise ParamValidationError) is sent."""
+    conv = make_conv(options=RequestOptions(service_tier="priority", latency="optimized"))
+    await conv.send("hi")
+    sent = fake_bedrock.requests[0].body
+    assert sent["serviceTier"] == {"type": "priority"}
+    assert sent["performanceConfig"] == {"latency": "optimized"}
+    assert sent["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
+
+
+async def test_every_option_arrives_at_the_wire(fake_bedrock: FakeBedrock, make_conv: Any) -> None:
+    """The JSON the emulator received holds each option in Bedrock's documented shape."""
+    options = RequestOptions(
+        thinking=Thinking(budget_tokens=2048),
+        tool_choice="auto",
+        cache=Cache(system=True, tools=True, history=True, ttl="1h"),
+        guardrail=Guardrail("gr1abc", "2", trace="enabled", stream_mode="async"),
+        request_metadata={"tenant": "acme"},
+        prompt_variables={"city": "Paris"},
+        additional_response_field_paths=["/stop_sequence"],
+        extra_body={"brandNewField": {"x": 1}},
+    )
+    conv = make_conv(
+        CLAUDE,
+        system="Be brief.",
+        tools=[TOOL],
+        inference=InferenceConfig(max_tokens=4096),
+        options=options,
+    )
+    await conv.send("first")
+    await conv.send([TextBlock("second"), CachePoint(ttl="1h")])
+    first, second = (r.body for r in fake_bedrock.requests)
+    point = {"cachePoint": {"type": "default", "ttl": "1h"}}
+    assert first["system"] == [{"text": "Be brief."}, point]
+    assert first["toolConfig"]["tools"][-1] == point
+    assert first["toolConfig"]["toolChoice"] == {"auto": {}}
+    assert first["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048}
+    }
+    assert first["guardrailConfig"]["streamProcessingMode"] == "async"
+    assert first["requestMetadata"] == {"tenant": "acme"}
+    assert first["promptVariables"] == {"city": {"text": "Paris"}}
+    assert first["additionalModelResponseFieldPaths"] == ["/stop_sequence"]
+    assert first["brandNewField"] == {"x": 1}
+    assert first["messages"] == [{"role": "user", "content": [{"text": "first"}]}]
+    assert second["messages"][1]["content"][-1] == point  # after the last history message
+    assert second["messages"][2]["content"] == [{"text": "second"}, point]
+    assert "cachePoint" not in str(conv.history[1].to_bedrock())  # history stays clean
+
+
+async def test_per_turn_options_replace_the_conversations(
+    fake_bedrock: FakeBedrock, make_conv: Any
+) -> None:
+    """stream(options=...) replaces the conversation's options for that turn only."""
+    conv = make_conv(options=RequestOptions(service_tier="flex"))
+    await conv.send("one", options=RequestOptions(latency="optimized"))
+    await conv.send("two")
+    first, second = (r.body for r in fake_bedrock.requests)
+    assert "serviceTier" not in first and first["performanceConfig"] == {"latency": "optimized"}
+    assert second["serviceTier"] == {"type": "flex"} and "performanceConfig" not in second
+
+
+async def test_bad_options_fail_at_the_call_before_any_io(
+    fake_bedrock: FakeBedrock, make_conv: Any
+) -> None:
+    """Options Bedrock would reject raise ValueError at the call; nothing is sent."""
+    conv = make_conv(CLAUDE, tools=[TOOL], inference=InferenceConfig(max_tokens=1000))
+    with pytest.raises(ValueError, match="below max_tokens"):
+        conv.stream("hi", options=RequestOptions(thinking=Thinking(budget_tokens=2000)))
+    with pytest.raises(ValueError, match="names no tool"):
+        conv.stream("hi", options=RequestOptions(tool_choice="search"))
+    with pytest.raises(ValueError, match="additional_request_fields"):
+        make_conv(
+            "meta.llama3-70b-instruct-v1:0", options=RequestOptions(thinking=Thinking(effort="low"))
+        )
+    with pytest.raises(TypeError, match="options must be RequestOptions"):
+        conv.stream("hi", options={"service_tier": "flex"})
+    assert fake_bedrock.requests == [] and not conv.busy
+
+
+async def test_a_shape_bedrock_rejects_fails_as_invalid_request(
+    fake_bedrock: FakeBedrock, make_conv: Any
+) -> None:
+    """extra_body with a wrong shape gets the emulator's 400, raised as InvalidRequestError."""
+    from aiostream_chat import InvalidRequestError
+
+    conv = make_conv(options=RequestOptions(extra_body={"serviceTier": {"type": "gold"}}))
+    with pytest.raises(InvalidRequestError, match=r"serviceTier\.type"):
+        await conv.send("hi")
+    assert conv.history == () and not conv.busy
+
+
+async def test_snapshot_keeps_options(fake_bedrock: FakeBedrock, make_conv: Any) -> None:
+    """A conversation restored from a JSON snapshot sends the same options."""
+    options = RequestOptions(service_tier="priority", cache=Cache(history=True))
+    conv = make_conv(options=options)
+    await conv.send("one")
+    state = ConversationState.model_validate_json(conv.snapshot().model_dump_json())
+    assert state.options == options
+    restored = make_conv(**{"options": state.options, "history": state.history})
+    await restored.send("two")
+    assert fake_bedrock.requests[-1].body["serviceTier"] == {"type": "priority"}
