@@ -51,7 +51,10 @@ class Thinking(Checked):
 
 
 class Cache(Checked):
-    """Where to put prompt-cache points: after the system prompt, the tools, the history."""
+    """Where to put prompt-cache points: after the system prompt, the tools, the history.
+
+    A place the turn does not have (no system prompt, no tools, an empty history) gets none.
+    """
 
     system: bool = False
     tools: bool = False
@@ -204,9 +207,6 @@ def check_options(
         _thinking_fields(options.thinking, family, model_id)
         if family == "claude":
             _check_claude_thinking(options, max_tokens, temperature)
-    cache = options.cache
-    if cache is not None and cache.tools and not tool_names:
-        raise ValueError("Cache(tools=True) needs tools: the turn has none")
 
 
 def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
