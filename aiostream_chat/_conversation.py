@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioboto3
 
@@ -11,40 +11,40 @@ from ._client import ClientManager
 from ._config import Timeouts
 from ._count_tokens import count_tokens
 from ._errors import ConversationBusyError
+from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
     InferenceConfig,
     Message,
-    RawBlock,
     Reply,
     ToolSpec,
 )
-from ._options import RequestOptions, apply_options, check_options
+from ._options import RequestOptions, check_options
+from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
-from ._stream import RAW_BODY, ChatStream, Turn
-from ._transport import json_body
+from ._stream import ChatStream
 from ._validate import Prompt, check_tools, check_type, user_message
-
-if TYPE_CHECKING:
-    from ._fanout import FanOutStream
 
 __all__ = ["AsyncConversation"]
 
 
-def _stand_in(message: Message) -> dict[str, Any]:
-    blocks = (
-        {"text": "(content block)"} if isinstance(b, RawBlock) else b.to_bedrock()
-        for b in message.content
+class _ConversationTurn:
+    """Binds one stream to its conversation and its per-turn settings (the stream's ``Turn``)."""
+
+    __slots__ = (
+        "_conv",
+        "_inference",
+        "_options",
+        "_stream",
+        "_tools",
+        "model_id",
+        "user_message",
     )
-    return {"role": message.role, "content": list(blocks)}
-
-
-class _ConversationTurn(Turn):
-    """Binds one stream to its conversation and its per-turn settings."""
 
     def __init__(
         self,
         conv: AsyncConversation,
+        user_message: Message,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
         options: RequestOptions | None = None,
@@ -53,53 +53,51 @@ class _ConversationTurn(Turn):
         self._inference = inference
         self._tools = tools
         self._options = options
+        self._stream: ChatStream | None = None
+        self.model_id = conv._model_id
+        self.user_message = user_message
 
-    def begin(self, stream: ChatStream) -> dict[str, Any]:
+    def bind(self, stream: ChatStream) -> ChatStream:
+        self._stream = stream
+        return stream
+
+    async def begin(self) -> None:
         conv = self._conv
-        if conv._active is not None and conv._active is not stream:
+        if conv._active is not None:
             raise ConversationBusyError(
                 "a turn is already in flight on this conversation; use fork() or fan_out() "
                 "for concurrent turns"
             )
-        conv._active = stream
-        conv._clients.streams.add(stream)
-        history = (*conv._history, stream.user_message)
-        messages = [m.to_bedrock() for m in history]
-        params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
-        if conv._system:
-            params["system"] = [{"text": conv._system}]
-        if self._inference is not None and (config := self._inference.to_bedrock()):
-            params["inferenceConfig"] = config
-        if self._tools:
-            params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if self._options is not None:
-            # Options may carry fields botocore 1.40 rejects (serviceTier, cachePoint.ttl...):
-            # botocore validates a one-message stand-in; the transport sends our own body.
-            body = apply_options(
-                {k: v for k, v in params.items() if k != "modelId"},
-                self._options,
-                model_id=conv._model_id,
-                history_len=len(conv._history),
-            )
-            params[RAW_BODY] = json_body(body)
-            params["messages"] = [{"role": "user", "content": [{"text": "."}]}]
-        elif any(isinstance(b, RawBlock) for m in history for b in m.content):
-            # botocore would reject blocks newer than its model: it validates a stand-in
-            # and the transport sends the real body (see open_converse_stream).
-            params[RAW_BODY] = json_body(params)
-            params["messages"] = [_stand_in(m) for m in history]
-        return params
+        conv._active = self._stream
+        conv._open_streams.add(self._stream)
 
-    def end(self, stream: ChatStream, reply: Reply | None) -> None:
+    def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
-        if reply is not None:
-            conv._history = (*conv._history, stream.user_message, reply.message)
-        if conv._active is stream:
+        return build_request(
+            model_id=conv._model_id,
+            messages=(*conv._history, *added),
+            system=conv._system,
+            inference=self._inference,
+            tools=self._tools,
+            options=self._options,
+            history_len=len(conv._history),
+        )
+
+    async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
+        conv = self._conv
+        conv._history = (*conv._history, *added)
+
+    def release(self) -> None:
+        conv = self._conv
+        if conv._active is self._stream:
             conv._active = None
-        conv._clients.streams.discard(stream)
+        conv._open_streams.discard(self._stream)
 
     async def client(self) -> Any:
         return await self._conv._clients.get()
+
+    def endpoint_url(self) -> str | None:
+        return self._conv._clients.endpoint_url
 
 
 class AsyncConversation:
@@ -154,6 +152,8 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        # Open streams of this conversation and its forks, closed before an owned client is.
+        self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -206,8 +206,8 @@ class AsyncConversation:
         turn_options = options or self._options
         if turn_options is not None:
             self._check_options(turn_options, turn_inference, turn_tools)
-        turn = _ConversationTurn(self, turn_inference, turn_tools, turn_options)
-        return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
+        turn = _ConversationTurn(self, message, turn_inference, turn_tools, turn_options)
+        return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
 
     async def send(
         self,
@@ -247,8 +247,6 @@ class AsyncConversation:
         return_exceptions: bool = False,
     ) -> list[Reply | BaseException]:
         """Answer each prompt on its own fork of the current history, results in input order."""
-        from ._fanout import fan_out
-
         return await fan_out(
             self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
         )
@@ -259,8 +257,6 @@ class AsyncConversation:
         An async iterator (of ``tuple[int, StreamEvent]``) and an async context manager;
         ``aclose()`` cancels every turn still running.
         """
-        from ._fanout import fan_out_stream
-
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
     def _check_options(
@@ -280,16 +276,16 @@ class AsyncConversation:
     async def count_tokens(self, prompt: Prompt | None = None) -> int:
         """Bedrock's token count for the history (plus ``prompt``), system prompt and tools."""
         messages = self._history if prompt is None else (*self._history, user_message(prompt))
-        body: dict[str, Any] = {"messages": [m.to_bedrock() for m in messages]}
-        if self._system:
-            body["system"] = [{"text": self._system}]
-        if self._tools:
-            body["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if self._options is not None:
-            body = apply_options(
-                body, self._options, model_id=self._model_id, history_len=len(self._history)
-            )
-        return await count_tokens(await self._clients.get(), self._model_id, body)
+        request = build_request(
+            model_id=self._model_id,
+            messages=messages,
+            system=self._system,
+            inference=self._inference,
+            tools=self._tools,
+            options=self._options,
+            history_len=len(self._history),
+        )
+        return await count_tokens(await self._clients.get(), request.model_id, request.body)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -330,7 +326,11 @@ class AsyncConversation:
 
     async def aclose(self) -> None:
         """Close any open stream, then the client if this conversation opened it. Idempotent."""
-        if self._active is not None:
+        if self._clients.owns_client:
+            for stream in list(self._open_streams):
+                if stream is not None:
+                    await stream.aclose()
+        elif self._active is not None:
             await self._active.aclose()
         await self._clients.aclose()
 
