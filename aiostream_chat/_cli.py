@@ -40,6 +40,8 @@ from ._cli_fanout import add_fan_out_arguments, run_fan_out
 from ._conversation import AsyncConversation
 from ._errors import ChatError
 from ._events import Retrying, TextDelta
+from ._models import DocumentBlock, ImageBlock, TextBlock
+from ._validate import Prompt
 
 __all__ = ["build_parser", "main"]
 
@@ -78,6 +80,12 @@ def _common_options() -> _Parser:
     settings.add_argument(
         "--temperature", type=_temperature, metavar="T", help="sampling temperature"
     )
+    settings.add_argument(
+        "--thinking",
+        type=positive_int,
+        metavar="BUDGET",
+        help="turn on extended thinking with this token budget (Claude; at least 1024)",
+    )
     return common
 
 
@@ -100,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per line from stdin until end of input, as one multi-turn conversation.",
     )
     chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="the prompt (else stdin)")
+    for flag, kind in (("--image", "an image"), ("--document", "a document")):
+        chat.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="PATH",
+            help=f"attach {kind} file to the (first) prompt; repeatable",
+        )
     fan_out = commands.add_parser(
         "fan-out",
         parents=[common],
@@ -130,7 +146,24 @@ class _Output:
             self.write("\n")
 
 
-async def _turn(conv: AsyncConversation, prompt: str, out: _Output) -> None:
+async def _attachments(args: argparse.Namespace) -> list[ImageBlock | DocumentBlock]:
+    """The --image and --document files as content blocks (read off the event loop)."""
+    blocks: list[ImageBlock | DocumentBlock] = []
+    try:
+        for path in args.image:
+            blocks.append(await ImageBlock.from_path(path))
+        for path in args.document:
+            blocks.append(await DocumentBlock.from_path(path))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot attach: {exc}", EXIT_USAGE) from None
+    return blocks
+
+
+def _with(prompt: str, blocks: list[ImageBlock | DocumentBlock]) -> Prompt:
+    return [TextBlock(text=prompt), *blocks] if blocks else prompt
+
+
+async def _turn(conv: AsyncConversation, prompt: Prompt, out: _Output) -> None:
     """Stream one turn to stdout; retries are reported on stderr."""
     try:
         stream = conv.stream(prompt)
@@ -182,9 +215,10 @@ async def _read_line() -> str | None:
 async def _chat(args: argparse.Namespace) -> int:
     out = _Output()
     interactive = sys.stdin.isatty()
+    attached = await _attachments(args)
     async with open_conversation(args) as conv:
         if args.prompt is not None:
-            await _turn(conv, args.prompt, out)
+            await _turn(conv, _with(args.prompt, attached), out)
             return 0
         if interactive:
             where = " on the bundled emulator" if args.emulator else ""
@@ -198,8 +232,9 @@ async def _chat(args: argparse.Namespace) -> int:
                 break
             if not line.strip():
                 continue
+            prompt, attached = _with(line.strip(), attached), []  # files go with the first
             try:
-                await _turn(conv, line.strip(), out)
+                await _turn(conv, prompt, out)
             except (ChatError, CliError) as exc:
                 # The conversation is intact (a failed turn leaves no trace): carry on.
                 say(f"error: {describe(exc) if isinstance(exc, ChatError) else exc}")

@@ -581,3 +581,70 @@ async def test_snapshot_keeps_options(fake_bedrock: FakeBedrock, make_conv: Any)
     restored = make_conv(**{"options": state.options, "history": state.history})
     await restored.send("two")
     assert fake_bedrock.requests[-1].body["serviceTier"] == {"type": "priority"}
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def _cli_target(fake: FakeBedrock, model: str = CLAUDE) -> list[str]:
+    return ["--model", model, "--region", "us-east-1", "--endpoint-url", fake.endpoint_url]
+
+
+async def test_cli_thinking_and_attachments_reach_the_request(
+    fake_bedrock: FakeBedrock, tmp_path: Any
+) -> None:
+    """chat --thinking BUDGET --image PATH --document PATH (repeatable) sends the thinking
+    field and the files, attached to the prompt after its text."""
+    from tests.test_blocks import PDF, PNG
+    from tests.test_cli import run
+
+    (tmp_path / "a.png").write_bytes(PNG)
+    (tmp_path / "b.gif").write_bytes(b"GIF89a")
+    (tmp_path / "spec sheet.pdf").write_bytes(PDF)
+    code, _, err = await run(
+        "chat", *_cli_target(fake_bedrock), "--thinking", "2048", "--max-tokens", "4096",
+        "--image", str(tmp_path / "a.png"), "--image", str(tmp_path / "b.gif"),
+        "--document", str(tmp_path / "spec sheet.pdf"), "Compare them.",
+    )  # fmt: skip
+    assert code == 0, err
+    body = fake_bedrock.requests[0].body
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048}
+    }
+    content = body["messages"][0]["content"]
+    assert content[0] == {"text": "Compare them."}
+    assert [next(iter(b)) for b in content[1:]] == ["image", "image", "document"]
+    assert content[2]["image"]["format"] == "gif"
+    assert content[3]["document"]["name"] == "spec sheet"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--thinking", "512"], "at least 1024"),
+        (["--thinking", "2048", "--max-tokens", "1024"], "below max_tokens"),
+        (["--image", "/nonexistent/cat.png"], "cannot attach"),
+        (["--document", "notes.rtf"], "cannot attach"),
+    ],
+)
+async def test_cli_bad_thinking_or_attachment_is_one_line_exit_2(
+    fake_bedrock: FakeBedrock, extra: list[str], words: str
+) -> None:
+    """A budget Bedrock rejects or a file that cannot be attached: exit 2, one line, no I/O."""
+    from tests.test_cli import assert_one_line, run
+
+    code, _, err = await run("chat", *_cli_target(fake_bedrock), *extra, "hi")
+    assert code == 2
+    assert words in assert_one_line(err)
+    assert fake_bedrock.requests == []
+
+
+async def test_cli_thinking_on_a_model_without_a_known_shape_says_so(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    """--thinking on a model whose reasoning shape is unknown names additional_request_fields."""
+    from tests.test_cli import assert_one_line, run
+
+    target = _cli_target(fake_bedrock, "meta.llama3-70b-instruct-v1:0")
+    code, _, err = await run("chat", *target, "--thinking", "2048", "hi")
+    assert code == 2 and "additional_request_fields" in assert_one_line(err)
