@@ -327,3 +327,43 @@ async def test_media_prompt_reaches_the_emulator(fake_bedrock: FakeBedrock, sess
         "image": {"format": "png", "source": {"bytes": base64.b64encode(PNG).decode()}}
     }
     assert content[2]["document"]["source"]["bytes"] == base64.b64encode(PDF).decode()
+
+
+async def test_real_redacted_reasoning_goes_back_byte_for_byte(
+    fake_bedrock: FakeBedrock, session: Any
+) -> None:
+    """A real Claude stream with redacted reasoning (tests/fixtures/bedrock): the redacted
+    bytes survive a JSON snapshot and are sent back exactly as Bedrock sent them."""
+    recording = load_recording(
+        Path(__file__).parent / "fixtures/bedrock/claude_redacted_reasoning.json"
+    )
+    fake_bedrock.enqueue(replay(recording))
+    model = "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+    async with AsyncConversation(
+        model, session=session, endpoint_url=fake_bedrock.endpoint_url
+    ) as conv:
+        await conv.send("Trigger")
+        state = conv.snapshot()
+    wire = [  # one redacted delta per block in this recording, as Bedrock sent it
+        e["delta"]["reasoningContent"]["redactedContent"]
+        for name, e in decode_recording(recording)
+        if name == "contentBlockDelta"
+        and "redactedContent" in e["delta"].get("reasoningContent", {})
+    ]
+    assert len(wire) == 2
+    restored = ConversationState.model_validate_json(state.model_dump_json())
+    assert restored == state
+    async with AsyncConversation.from_state(
+        restored, session=session, endpoint_url=fake_bedrock.endpoint_url
+    ) as conv:
+        await conv.send("Again")
+    sent = fake_bedrock.requests[-1].body["messages"][1]["content"]
+    redacted = [b["reasoningContent"]["redactedContent"] for b in sent if "reasoningContent" in b]
+    assert redacted == wire
+
+
+def decode_recording(recording: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The (event name, payload) pairs of a recorded event-stream body."""
+    from aiostream_chat.testing._wire import decode_events, split_frames
+
+    return decode_events(tuple(split_frames(base64.b64decode(recording["body_base64"]))))

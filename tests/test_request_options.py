@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -648,3 +650,88 @@ async def test_cli_thinking_on_a_model_without_a_known_shape_says_so(
     target = _cli_target(fake_bedrock, "meta.llama3-70b-instruct-v1:0")
     code, _, err = await run("chat", *target, "--thinking", "2048", "hi")
     assert code == 2 and "additional_request_fields" in assert_one_line(err)
+
+
+# -- grounded in real Bedrock exchanges (tests/fixtures/bedrock, from pydantic-ai) ------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bedrock"
+EXCHANGES = {e["name"]: e for e in json.loads((FIXTURES / "converse_exchanges.json").read_text())}
+
+
+@pytest.mark.parametrize("name", sorted(EXCHANGES))
+def test_requests_bedrock_accepted_pass_the_emulator(name: str) -> None:
+    """Every real request Bedrock answered 200 passes FakeBedrock's validator (it is not
+    stricter than Bedrock), CountTokens included."""
+    exchange = EXCHANGES[name]
+    model_id, operation = (unquote(p) for p in exchange["uri"].rsplit("/", 2)[-2:])
+    assert exchange["status"] == 200
+    assert problem(exchange["request_body"], model_id, operation) is None
+
+
+def test_option_shapes_match_requests_bedrock_accepted() -> None:
+    """serviceTier, performanceConfig, guardrailConfig, cache points and toolChoice come out
+    exactly as in real requests Bedrock accepted."""
+    tier = EXCHANGES["bedrock_model_service_tier#0"]["request_body"]
+    latency = EXCHANGES["bedrock_model_performance_config#0"]["request_body"]
+    guard = EXCHANGES["bedrock_model_guardrail_config#0"]["request_body"]["guardrailConfig"]
+    options = RequestOptions(
+        service_tier="default",
+        latency="optimized",
+        guardrail=Guardrail(guard["guardrailIdentifier"], guard["guardrailVersion"], "enabled"),
+    )
+    out = apply_options({"messages": []}, options, model_id=NOVA2, history_len=0)
+    assert out["serviceTier"] == tier["serviceTier"]
+    assert out["performanceConfig"] == latency["performanceConfig"]
+    assert {k: v for k, v in out["guardrailConfig"].items() if k in guard} == guard
+    cached = EXCHANGES["bedrock_cache_write_and_read#0"]["request_body"]
+    plain = {
+        "messages": [],
+        "system": cached["system"][:-1],
+        "toolConfig": {"tools": cached["toolConfig"]["tools"][:-1]},
+    }
+    ours = apply_options(
+        plain,
+        RequestOptions(cache=Cache(system=True, tools=True), tool_choice="auto"),
+        model_id=CLAUDE,
+        history_len=0,
+    )
+    assert ours["system"] == cached["system"]
+    assert ours["toolConfig"] == cached["toolConfig"]
+
+
+@pytest.mark.parametrize(
+    ("name", "tier", "latency", "extra_keys"),
+    [
+        ("bedrock_model_service_tier#0", "flex", None, set()),
+        ("bedrock_model_performance_config#0", None, "optimized", {"serverToolUsage"}),
+        (
+            "bedrock_cache_write_and_read#0",
+            None,
+            None,
+            {"cacheReadInputTokenCount", "cacheWriteInputTokenCount", "serverToolUsage"},
+        ),
+    ],
+)
+def test_real_metadata_is_kept(
+    name: str, tier: str | None, latency: str | None, extra_keys: set[str]
+) -> None:
+    """Real usage/metrics/tier/latency (the metadata event's members) become Metadata fields;
+    what we do not model (serverToolUsage, cache*TokenCount, ...) is kept in extra."""
+    answer = EXCHANGES[name]["response_body"]
+    payload = {k: v for k, v in answer.items() if k not in ("output", "stopReason")}
+    event = Accumulator().handle("metadata", payload)
+    assert isinstance(event, Metadata)
+    assert (event.service_tier, event.latency) == (tier, latency)
+    assert event.server_latency_ms == answer["metrics"]["latencyMs"]
+    assert extra_keys <= event.extra.keys()
+    usage = answer["usage"]
+    assert event.usage.cache_write_input_tokens == usage.get("cacheWriteInputTokens", 0)
+    assert event.usage.total_tokens == usage["totalTokens"]
+
+
+def test_real_guardrail_trace_is_kept() -> None:
+    """A real guardrail trace arrives whole on Metadata.trace."""
+    answer = EXCHANGES["bedrock_model_guardrail_config#0"]["response_body"]
+    event = Accumulator().handle("metadata", {k: answer[k] for k in ("usage", "metrics", "trace")})
+    assert isinstance(event, Metadata) and event.trace == answer["trace"]
+    assert event.trace is not None and "inputAssessment" in event.trace["guardrail"]
