@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from ._blocks import Checked, cache_point
+from ._blocks import Checked, JsonDict, cache_point
 
 __all__ = [
     "MAX_CACHE_POINTS",
@@ -99,9 +99,9 @@ class RequestOptions(Checked):
     service_tier: Literal["priority", "default", "flex", "reserved"] | None = None
     request_metadata: dict[str, str] = Field(default_factory=dict)
     prompt_variables: dict[str, str] = Field(default_factory=dict)
-    additional_request_fields: dict[str, Any] = Field(default_factory=dict)
+    additional_request_fields: JsonDict = Field(default_factory=dict)
     additional_response_field_paths: tuple[str, ...] = ()
-    extra_body: dict[str, Any] = Field(default_factory=dict)
+    extra_body: JsonDict = Field(default_factory=dict)
     """Merged last into the JSON body (dicts merge key by key), for fields newer than us."""
 
     @field_validator("additional_response_field_paths", mode="before")

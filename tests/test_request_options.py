@@ -278,10 +278,12 @@ def test_options_round_trip_through_conversation_state() -> None:
         guardrail=Guardrail("gr1", "DRAFT"),
         service_tier="priority",
         request_metadata={"a": "b"},
-        extra_body={"x": [1, {"y": None}]},
+        extra_body={"x": [1, {"y": None}], "blob": b"\xfb\xff\xbf"},
     )
     state = ConversationState(model_id=CLAUDE, options=options)
-    assert ConversationState.model_validate_json(state.model_dump_json()) == state
+    restored = ConversationState.model_validate_json(state.model_dump_json())
+    assert restored == state
+    assert restored.options is not None and restored.options.extra_body["blob"] == b"\xfb\xff\xbf"
 
 
 def test_metadata_keeps_tier_latency_and_the_rest() -> None:
