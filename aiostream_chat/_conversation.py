@@ -285,7 +285,10 @@ class AsyncConversation:
             options=self._options,
             history_len=len(self._history),
         )
-        return await count_tokens(await self._clients.get(), request.model_id, request.body)
+        limits = [t for t in (self._timeouts.first_token, self._timeouts.total) if t is not None]
+        client = await self._clients.get()
+        timeout = min(limits, default=None)
+        return await count_tokens(client, request.model_id, request.body, timeout)
 
     # -- state -----------------------------------------------------------------------------
 

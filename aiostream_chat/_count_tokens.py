@@ -7,6 +7,7 @@ one-message stand-in, and a ``before-call`` hook swaps in the real body before s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ._error_map import map_exception
+from ._errors import FirstTokenTimeoutError
 
 __all__ = ["count_tokens", "count_tokens_body"]
 
@@ -41,12 +43,23 @@ def _swap(params: dict[str, Any], **_: Any) -> None:
         params["body"] = body
 
 
-async def count_tokens(client: Any, model_id: str, request_body: Mapping[str, Any]) -> int:
-    """The number of input tokens Bedrock counts for this Converse request."""
+async def count_tokens(
+    client: Any,
+    model_id: str,
+    request_body: Mapping[str, Any],
+    timeout: float | None = None,  # noqa: ASYNC109  # the client has no read timeout to lean on
+) -> int:
+    """The number of input tokens Bedrock counts for this Converse request.
+
+    ``timeout`` bounds the wait for the answer (the client itself has no read timeout).
+    """
     client.meta.events.register(_HOOK, _swap, unique_id="aiostream_chat.count_tokens")
     token = _body.set(count_tokens_body(request_body))
     try:
-        response = await client.count_tokens(modelId=model_id, input=_STAND_IN)
+        async with asyncio.timeout(timeout):
+            response = await client.count_tokens(modelId=model_id, input=_STAND_IN)
+    except TimeoutError:
+        raise FirstTokenTimeoutError(f"CountTokens got no answer within {timeout} s") from None
     except Exception as exc:
         mapped = map_exception(exc, content_started=False)
         if mapped is None:

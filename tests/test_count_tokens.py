@@ -84,3 +84,23 @@ async def test_count_tokens_errors_map_to_the_error_tree(
     with pytest.raises(InvalidRequestError, match="system") as caught:
         await conv.count_tokens("hi")
     assert caught.value.status_code == 400 and not conv.busy
+
+
+async def test_count_tokens_that_gets_no_answer_times_out() -> None:
+    """The client has no read timeout, so count_tokens bounds its wait itself: a call that
+    never answers raises FirstTokenTimeoutError (a TimeoutError) after the given time."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiostream_chat import FirstTokenTimeoutError
+    from aiostream_chat._count_tokens import count_tokens
+
+    async def never(**_: Any) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    events = SimpleNamespace(register=lambda *a, **k: None)
+    client = SimpleNamespace(meta=SimpleNamespace(events=events), count_tokens=never)
+    with pytest.raises(FirstTokenTimeoutError, match="CountTokens") as caught:
+        await count_tokens(client, "m", {"messages": []}, timeout=0.05)
+    assert isinstance(caught.value, TimeoutError)
