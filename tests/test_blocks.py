@@ -367,3 +367,58 @@ def decode_recording(recording: dict[str, Any]) -> list[tuple[str, dict[str, Any
     from aiostream_chat.testing._wire import decode_events, split_frames
 
     return decode_events(tuple(split_frames(base64.b64decode(recording["body_base64"]))))
+
+
+async def test_cited_reply_goes_back_as_citations_content(
+    fake_bedrock: FakeBedrock, session: Any
+) -> None:
+    """Text that arrived with citation deltas is kept with its citations and sent back on
+    the next turn as a citationsContent block (which the emulator validates)."""
+    citation = {
+        "title": "Spec",
+        "sourceContent": [{"text": "The limit is 4.5 MB."}],
+        "location": {"documentPage": {"documentIndex": 0, "start": 1, "end": 2}},
+    }
+    fake_bedrock.enqueue(reply("Documents may be 4.5 MB.", citations=[citation]), reply("Yes."))
+    async with AsyncConversation(
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        session=session,
+        endpoint_url=fake_bedrock.endpoint_url,
+    ) as conv:
+        await conv.send([TextBlock("How big?"), DocumentBlock("pdf", "Spec", PDF, citations=True)])
+        await conv.send("Sure?")
+    sent = fake_bedrock.requests[1].body["messages"]
+    assert sent[0]["content"][1]["document"]["citations"] == {"enabled": True}
+    assert sent[1]["content"] == [
+        {
+            "citationsContent": {
+                "content": [{"text": "Documents may be 4.5 MB."}],
+                "citations": [citation],
+            }
+        }
+    ]
+
+
+async def test_tool_result_with_an_image_reaches_the_emulator(
+    fake_bedrock: FakeBedrock, session: Any
+) -> None:
+    """A ToolResultBlock holding an ImageBlock and a JSON value is sent as Bedrock's
+    toolResult content entries (image bytes as base64, the dict as a json entry)."""
+    from aiostream_chat.testing import ToolUse
+
+    fake_bedrock.enqueue(
+        reply("", tool_uses=[ToolUse("snapshot", {}, tool_use_id="tu-1")]), reply("A chart.")
+    )
+    async with AsyncConversation(
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        session=session,
+        endpoint_url=fake_bedrock.endpoint_url,
+    ) as conv:
+        await conv.send("Take a snapshot.")
+        result = ToolResultBlock("tu-1", [ImageBlock("png", PNG), {"width": 3}], "success")
+        assert (await conv.send([result])).text == "A chart."
+    content = fake_bedrock.requests[1].body["messages"][2]["content"][0]["toolResult"]["content"]
+    assert content == [
+        {"image": {"format": "png", "source": {"bytes": base64.b64encode(PNG).decode()}}},
+        {"json": {"width": 3}},
+    ]
