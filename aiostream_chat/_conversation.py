@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import aioboto3
 
 from ._client import ClientManager
-from ._config import Timeouts
+from ._config import Timeouts, check_turn_timeouts
 from ._errors import ConversationBusyError
 from ._models import (
     InferenceConfig,
@@ -21,7 +21,15 @@ from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import RAW_BODY, ChatStream, Turn
 from ._transport import json_body
-from ._validate import Prompt, check_tools, check_type, user_message
+from ._validate import (
+    Prompt,
+    check_client,
+    check_history,
+    check_next,
+    check_tools,
+    check_type,
+    user_message,
+)
 
 if TYPE_CHECKING:
     from ._fanout import FanOutStream
@@ -120,12 +128,9 @@ class AsyncConversation:
             raise TypeError("max_connections must be an int")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if isinstance(history, str | bytes):
-            raise TypeError("history must be an iterable of Message")
-        messages = tuple(history)
-        for message in messages:
-            if not isinstance(message, Message):
-                raise TypeError(f"history must hold Message objects, not {type(message).__name__}")
+        check_type("session", session, aioboto3.Session)
+        check_client(client)
+        messages = check_history(history)
         self._model_id = model_id
         self._system = system
         self._history: tuple[Message, ...] = messages
@@ -176,9 +181,11 @@ class AsyncConversation:
     ) -> ChatStream:
         """A stream for one turn; no I/O happens until it is iterated or entered."""
         message = user_message(prompt)
+        check_next(self._history, message)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_turn_timeouts(self._timeouts, timeouts)
         turn_tools = self._tools if tools is None else check_tools(tools)
         turn = _ConversationTurn(self, inference or self._inference, turn_tools)
         return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)

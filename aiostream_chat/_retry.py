@@ -22,10 +22,11 @@ class RetryPolicy(Frozen):
     capped at ``max_delay``, with full jitter (a uniform draw between zero and the cap).
     """
 
-    max_attempts: int = Field(default=4, ge=1)
-    initial_delay: float = Field(default=0.5, ge=0)
-    max_delay: float = Field(default=20.0, ge=0)
-    jitter: bool = True
+    # strict: "3" or True is not a count, "0.5" is not a delay.
+    max_attempts: int = Field(default=4, ge=1, strict=True)
+    initial_delay: float = Field(default=0.5, ge=0, strict=True)
+    max_delay: float = Field(default=20.0, ge=0, strict=True)
+    jitter: bool = Field(default=True, strict=True)
 
     @classmethod
     def none(cls) -> RetryPolicy:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .._codec import split_frames
 from ._recordings import load_recording
-from ._wire import Event, error_type, split_frames
+from ._wire import Event, error_type
 
 __all__ = [
     "Fault",

@@ -21,7 +21,6 @@ __all__ = [
     "exception_frame",
     "fault_bytes",
     "fault_due",
-    "split_frames",
 ]
 
 if TYPE_CHECKING:
@@ -77,18 +76,6 @@ def decode_events(parts: tuple[bytes, ...]) -> list[Event]:
     """The (event type, payload) pairs of an encoded event-stream body."""
     frames = EventStreamDecoder().feed(b"".join(parts))
     return [(str(f.headers.get(":event-type", "")), json.loads(f.payload or b"{}")) for f in frames]
-
-
-def split_frames(body: bytes) -> list[bytes]:
-    """Cut an event-stream body at frame boundaries (a truncated tail stays one part)."""
-    parts: list[bytes] = []
-    pos = 0
-    while pos < len(body):
-        total = int.from_bytes(body[pos : pos + 4], "big") if len(body) - pos >= 4 else 0
-        end = pos + total if total >= 16 else len(body)
-        parts.append(body[pos:end])
-        pos = end
-    return parts
 
 
 def converse_output(events: Sequence[Event]) -> dict[str, Any]:
