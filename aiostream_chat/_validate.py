@@ -36,7 +36,7 @@ Prompt = (
 
 
 def _kind(value: Any) -> str:
-    """How an error message names a value that was passed: its type, or a single Message."""
+    """How an error message names a value that was passed: by its type."""
     return type(value).__name__
 
 
