@@ -162,4 +162,5 @@ def check_tools(tools: Any) -> tuple[ToolSpec, ...]:
     for tool in checked:
         if not isinstance(tool, ToolSpec):
             raise TypeError(f"tools must hold ToolSpec objects, not {_kind(tool)}")
+        check_json(tool.input_schema, f"the input schema of tool {tool.name!r}")
     return checked

@@ -185,13 +185,18 @@ async def test_unserialisable_prompt_is_type_error_before_claim(
 async def test_unserialisable_tool_result_and_history(
     fake_bedrock: FakeBedrock, make_conv: MakeConv
 ) -> None:
-    """Tool results and history are checked too: a set in a tool result is refused at
-    stream(), a datetime in a history tool input at construction."""
+    """Tool results, tool specs and history are checked too: a set in a tool result or a tool's
+    input schema is refused at stream(), a date in a history tool input at construction."""
     conv = make_conv(history=TOOL_HISTORY)
     bad_result = ToolResultBlock(tool_use_id="t1", content=[{"json": {"ids": {1, 2}}}])
     with pytest.raises(TypeError, match="set"):
         conv.stream([bad_result])
     assert not conv.busy
+    bad_tool = ToolSpec("pick", "d", {"enum": {1, 2}})
+    with pytest.raises(TypeError, match="input schema of tool 'pick' holds a set"):
+        conv.stream("hi", tools=[bad_tool])
+    with pytest.raises(TypeError, match="input schema of tool 'pick'"):
+        AsyncConversation(MODEL, tools=[bad_tool])
     bad_use = ToolUseBlock(tool_use_id="t1", name="f", input={"at": datetime.date(2026, 1, 1)})
     with pytest.raises(TypeError, match="history message 1 holds a date"):
         AsyncConversation(
