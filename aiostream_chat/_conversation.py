@@ -124,7 +124,7 @@ class AsyncConversation:
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError("max_connections must be an int")
+            raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         check_type("session", session, aioboto3.Session)

@@ -64,7 +64,7 @@ async def test_bad_prompt_rejected_before_io(
         ({"model_id": "  "}, ValueError, "model_id is empty"),
         ({"model_id": None}, TypeError, "model_id must be a str"),
         ({"max_connections": 0}, ValueError, "max_connections must be at least 1"),
-        ({"max_connections": 2.5}, TypeError, "max_connections must be an int"),
+        ({"max_connections": 2.5}, TypeError, "max_connections must be an int, not float"),
         ({"retry": {"max_attempts": 2}}, TypeError, "retry must be RetryPolicy"),
         ({"timeouts": 5}, TypeError, "timeouts must be Timeouts"),
         ({"inference": {"max_tokens": 5}}, TypeError, "inference must be InferenceConfig"),
