@@ -16,6 +16,7 @@ from ._models import (
     RawBlock,
     Reply,
     ToolSpec,
+    Usage,
 )
 from ._retry import RetryPolicy
 from ._state import ConversationState
@@ -37,6 +38,24 @@ def _stand_in(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": list(blocks)}
 
 
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The field-by-field sum of two usages."""
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
+        cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
+    )
+
+
+def _endpoint_of(clients: Any) -> str | None:
+    """The endpoint the conversation talks to, when it is known before the first request."""
+    client = getattr(clients, "_client", None)
+    url = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return url if isinstance(url, str) else clients._endpoint_url
+
+
 class _ConversationTurn(Turn):
     """Binds one stream to its conversation and its per-turn settings."""
 
@@ -49,6 +68,7 @@ class _ConversationTurn(Turn):
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self.endpoint_url = _endpoint_of(conv._clients)
 
     def begin(self, stream: ChatStream) -> dict[str, Any]:
         conv = self._conv
@@ -79,6 +99,7 @@ class _ConversationTurn(Turn):
         conv = self._conv
         if reply is not None:
             conv._history = (*conv._history, stream.user_message, reply.message)
+            conv._usage = add_usage(conv._usage, reply.usage)
         if conv._active is stream:
             conv._active = None
         conv._clients.streams.discard(stream)
@@ -134,6 +155,7 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._usage = Usage()
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -157,6 +179,11 @@ class AsyncConversation:
     def history(self) -> tuple[Message, ...]:
         """A snapshot of the completed turns' messages."""
         return self._history
+
+    @property
+    def usage(self) -> Usage:
+        """Token usage summed over this conversation's completed turns (not its forks')."""
+        return self._usage
 
     @property
     def busy(self) -> bool:
@@ -204,6 +231,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._usage = Usage()
         child._clients = self._clients.borrow()
         return child
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import _observe
 from ._accumulator import Accumulator
 from ._codec import EventStreamDecoder, Frame
 from ._error_map import error_from_frame, map_exception
@@ -70,8 +71,20 @@ def _loads(payload: bytes) -> Any:
     return value if end == len(text) else json.loads(payload)
 
 
+class _RequestView:
+    """The request at the observer seam: the model id and the Converse body."""
+
+    __slots__ = ("body", "model_id")
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.model_id = str(params.get("modelId"))
+        self.body = {k: v for k, v in params.items() if k != "modelId"}
+
+
 class Turn:
     """What a stream needs from its conversation (kept abstract to keep layers pointing down)."""
+
+    endpoint_url: str | None = None
 
     def begin(self, stream: ChatStream) -> dict[str, Any]:
         """Claim the conversation and return the request parameters."""
@@ -158,6 +171,7 @@ class ChatStream:
         self._attempt_start = 0.0
         self._first_token: float | None = None
         self._request_id: str | None = None
+        self._obs: _observe.TurnObserver | None = None
 
     # -- public surface --------------------------------------------------------------------
 
@@ -217,7 +231,14 @@ class ChatStream:
         self._raw_body = self._params.pop(RAW_BODY, None)
         self._status = "streaming"
         self._turn_start = time.monotonic()
-        log.debug("turn started: model=%s", self._params.get("modelId"))
+        log.debug("turn started: model=%s", self._params.get("modelId"), extra=self._log_fields())
+        factory = _observe.observer_factory
+        if factory is not None:
+            request = _RequestView(self._params)
+            self._obs = factory(
+                _observe.TurnInfo(request.model_id, request, self._turn.endpoint_url)
+            )
+            self._obs.call_started(0, request)
 
     async def _next(self) -> StreamEvent | None:
         """The next event for the caller; None once the turn completed."""
@@ -311,6 +332,8 @@ class ChatStream:
             return _Failure(error)
         if not started and self._acc.content_started:
             self._first_token = time.monotonic() - self._attempt_start
+            if self._obs is not None:
+                self._obs.first_chunk(self._first_token)
         return event
 
     async def _open_attempt(self) -> None:
@@ -398,7 +421,13 @@ class ChatStream:
         self._reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
         self._status = "completed"
         self._turn.end(self, self._reply)
-        log.debug("turn completed: attempts=%d duration=%.3fs", self._attempt, metrics.duration)
+        self._observe_end(self._reply, None, False)
+        log.debug(
+            "turn completed: attempts=%d duration=%.3fs",
+            self._attempt,
+            metrics.duration,
+            extra=self._log_fields(),
+        )
 
     def _on_error(self, exc: BaseException) -> None:
         """Retry when allowed; otherwise fail the turn and raise its error."""
@@ -408,6 +437,7 @@ class ChatStream:
         error = map_exception(exc, content_started=self._acc.content_started)
         if error is None:  # not a failure we know: still never leave the turn open
             self._settle("failed")
+            self._observe_end(None, exc, False)
             raise exc
         if error.request_id is None:
             error.request_id = self._request_id
@@ -417,7 +447,13 @@ class ChatStream:
             return
         self._error = error
         self._settle("failed")
-        log.debug("turn failed after %d attempt(s): %r", self._attempt, error)
+        self._observe_end(None, error, False)
+        log.debug(
+            "turn failed after %d attempt(s): %r",
+            self._attempt,
+            error,
+            extra=self._log_fields(error.request_id),
+        )
         if error is exc:
             raise error
         raise error from exc
@@ -434,14 +470,34 @@ class ChatStream:
         self._queue.clear()
         self._backoff = delay
         self._queue.append(Retrying(attempt=self._attempt + 1, delay=delay, error=error))
+        if self._obs is not None:
+            self._obs.retrying(self._attempt + 1, delay, error)
         log.info(
             "retrying in %.2fs (attempt %d of %d) after %s",
             delay,
             self._attempt + 1,
             self._retry.max_attempts,
             type(error).__name__,
+            extra=self._log_fields(error.request_id),
         )
         return True
+
+    def _log_fields(self, request_id: str | None = None) -> dict[str, Any]:
+        """The ``extra`` of every log record: the request id and the model id, never content."""
+        return {
+            "request_id": request_id or self._request_id,
+            "model_id": self._params.get("modelId"),
+        }
+
+    def _observe_end(
+        self, reply: Reply | None, error: BaseException | None, cancelled: bool
+    ) -> None:
+        obs, self._obs = self._obs, None
+        if obs is None:
+            return
+        if not cancelled:
+            obs.call_ended(reply, error)
+        obs.turn_ended(reply, error, cancelled)
 
     def _close_body(self) -> None:
         body, self._body = self._body, None
@@ -472,7 +528,10 @@ class ChatStream:
             self._queue.clear()
             if was_started:
                 self._turn.end(self, None)
-                log.debug("turn cancelled after %d attempt(s)", self._attempt)
+                self._observe_end(None, None, True)
+                log.debug(
+                    "turn cancelled after %d attempt(s)", self._attempt, extra=self._log_fields()
+                )
 
 
 def _salvage(data: bytes) -> list[Frame]:

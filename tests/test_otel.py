@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,9 +21,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import aiostream_chat
 from aiostream_chat import (
+    AccessDeniedError,
+    AsyncConversation,
+    InferenceConfig,
     Message,
     Metrics,
     Reply,
+    RetryPolicy,
     ThrottlingError,
     Usage,
     _observe,
@@ -29,6 +35,10 @@ from aiostream_chat import (
     uninstrument,
 )
 from aiostream_chat._observe import TurnInfo, TurnObserver
+from aiostream_chat.testing import FakeBedrock, Fault, reply
+
+from .conftest import MODEL as MODEL_ID
+from .conftest import MakeConv
 
 MODEL = "us.amazon.nova-micro-v1:0"
 ENDPOINT = "http://127.0.0.1:8123"
@@ -457,3 +467,286 @@ def test_instrument_without_the_extra_names_the_install_command() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'aiostream-chat[otel]'" in out.stdout
     assert aiostream_chat.instrument is instrument
+
+
+# -- through the real stack (FakeBedrock) -------------------------------------------------------
+
+
+def _by_name(otel: Otel) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in otel.spans():
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def _port(fake: FakeBedrock) -> int:
+    return int(fake.endpoint_url.rsplit(":", 1)[1])
+
+
+async def test_a_completed_turn_through_the_emulator(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A completed turn: one turn span and one chat span with the request id, stop reason,
+    usage and the emulator's address; one point per metric (two for token usage)."""
+    otel = instrumented()
+    usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
+    fake_bedrock.enqueue(reply("Hello back.", chunks=3, usage=usage))
+    result = await conv.send("Hello", inference=InferenceConfig(max_tokens=50, temperature=0.2))
+
+    spans = _by_name(otel)
+    assert set(spans) == {"invoke_agent", f"chat {MODEL_ID}"}
+    (turn,), (chat,) = spans["invoke_agent"], spans[f"chat {MODEL_ID}"]
+    assert chat.parent is not None and chat.parent.span_id == turn.context.span_id
+    attrs = chat.attributes or {}
+    assert attrs["gen_ai.response.id"] == result.request_id
+    assert attrs["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert attrs["gen_ai.usage.input_tokens"] == 11
+    assert attrs["gen_ai.usage.output_tokens"] == 7
+    assert attrs["gen_ai.request.max_tokens"] == 50
+    assert attrs["gen_ai.request.temperature"] == 0.2
+    assert attrs["server.address"] == "127.0.0.1"
+    assert attrs["server.port"] == _port(fake_bedrock)
+    first = attrs["gen_ai.response.time_to_first_chunk"]
+    assert isinstance(first, float) and first == result.metrics.time_to_first_token
+    assert "error.type" not in attrs and "error.type" not in (turn.attributes or {})
+    tokens = {
+        (p.attributes or {})["gen_ai.token.type"]: p.sum
+        for p in otel.points("gen_ai.client.token.usage")
+    }
+    assert tokens == {"input": 11, "output": 7}
+    assert [p.count for p in otel.points("gen_ai.client.operation.duration")] == [1]
+    assert [p.count for p in otel.points("gen_ai.client.operation.time_to_first_chunk")] == [1]
+
+
+async def test_a_retried_turn_through_the_emulator(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A throttled first attempt is one retry event on the one chat span, which still ends
+    successfully; the duration point has no error.type."""
+    otel = instrumented()
+    fake_bedrock.enqueue(reply(fault=Fault.http(429)), reply("Fine.", chunks=2))
+    await conv.send("Hello")
+
+    (chat,) = _by_name(otel)[f"chat {MODEL_ID}"]
+    (event,) = chat.events
+    assert event.name == "aiostream_chat.retry"
+    assert (event.attributes or {})["error.type"] == "ThrottlingError"
+    assert (event.attributes or {})["aiostream_chat.retry.attempt"] == 2
+    assert chat.status.status_code is StatusCode.UNSET
+    (duration,) = otel.points("gen_ai.client.operation.duration")
+    assert "error.type" not in (duration.attributes or {})
+
+
+async def test_a_failed_turn_through_the_emulator(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """A turn that fails (access denied, not retryable) ends both spans with ERROR and
+    error.type=AccessDeniedError; retries exhausted on throttling end with ThrottlingError."""
+    otel = instrumented()
+    conv = make_conv(retry=RetryPolicy(max_attempts=2))
+    fake_bedrock.enqueue(reply(fault=Fault.http(403)))
+    with pytest.raises(AccessDeniedError):
+        await conv.send("Hello")
+    fake_bedrock.enqueue(reply(fault=Fault.http(429)), times=2)
+    with pytest.raises(ThrottlingError):
+        await conv.send("Hello")
+
+    turns = sorted(_by_name(otel)["invoke_agent"], key=lambda s: s.start_time or 0)
+    assert [(t.attributes or {})["error.type"] for t in turns] == [
+        "AccessDeniedError",
+        "ThrottlingError",
+    ]
+    for span in otel.spans():
+        assert span.status.status_code is StatusCode.ERROR
+    chats = sorted(_by_name(otel)[f"chat {MODEL_ID}"], key=lambda s: s.start_time or 0)
+    assert [len(c.events) for c in chats] == [0, 1]
+    kinds = sorted(
+        str((p.attributes or {})["error.type"])
+        for p in otel.points("gen_ai.client.operation.duration")
+    )
+    assert kinds == ["AccessDeniedError", "ThrottlingError"]
+
+
+async def test_a_cancelled_turn_through_the_emulator(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """Leaving `async for` after the first chunk ends the chat and turn spans with
+    error.type="cancelled"."""
+    otel = instrumented()
+    fake_bedrock.enqueue(reply("one two three four five six", chunks=6, delay=0.01))
+    async for _ in conv.stream("Hello"):
+        break
+
+    spans = otel.spans()
+    assert {s.name for s in spans} == {"invoke_agent", f"chat {MODEL_ID}"}
+    for span in spans:
+        assert (span.attributes or {})["error.type"] == "cancelled"
+        assert span.status.status_code is StatusCode.ERROR
+    (first,) = otel.points("gen_ai.client.operation.time_to_first_chunk")
+    assert first.count == 1
+    assert otel.points("gen_ai.client.token.usage") == []
+
+
+async def test_the_callers_span_is_the_parent(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A turn started inside a service's span (here a SERVER span standing in for an HTTP
+    request) is its child, in the same trace, also when consumed by a task created there."""
+    otel = instrumented()
+    tracer = otel.tracer_provider.get_tracer("service")
+    fake_bedrock.enqueue(reply("A."), reply("B."))
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as request:
+        await conv.send("first")
+        await asyncio.create_task(conv.send("second"))
+
+    parent = request.get_span_context()
+    turns = _by_name(otel)["invoke_agent"]
+    assert len(turns) == 2
+    for turn in turns:
+        assert turn.parent is not None and turn.parent.span_id == parent.span_id
+        assert turn.context.trace_id == parent.trace_id
+
+
+async def test_fan_out_turns_keep_the_callers_parent(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """Each fan-out turn runs in its own task; every one of them is a child of the span that
+    was current when fan_out() was called, and the turns are siblings (no turn parents
+    another)."""
+    otel = instrumented()
+    tracer = otel.tracer_provider.get_tracer("service")
+    fake_bedrock.enqueue(reply("x", chunks=2, delay=0.01), times=4)
+    with tracer.start_as_current_span("batch") as batch:
+        await conv.fan_out(["a", "b", "c", "d"], concurrency=4)
+
+    turns = _by_name(otel)["invoke_agent"]
+    assert len(turns) == 4
+    for turn in turns:
+        assert turn.parent is not None
+        assert turn.parent.span_id == batch.get_span_context().span_id
+    chats = _by_name(otel)[f"chat {MODEL_ID}"]
+    turn_ids = {t.context.span_id for t in turns}
+    assert {c.parent.span_id for c in chats if c.parent is not None} == turn_ids
+
+
+async def test_nothing_is_recorded_after_uninstrument(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """After uninstrument() a turn produces no span and no metric point."""
+    otel = instrumented()
+    uninstrument()
+    fake_bedrock.enqueue(reply("Quiet."))
+    await conv.send("Hello")
+    assert otel.spans() == []
+    assert otel.points("gen_ai.client.operation.duration") == []
+
+
+# -- conv.usage -----------------------------------------------------------------------------------
+
+
+def _usage(inp: int, out: int, read: int = 0) -> dict[str, int]:
+    return {
+        "inputTokens": inp,
+        "outputTokens": out,
+        "totalTokens": inp + out + read,
+        "cacheReadInputTokens": read,
+    }
+
+
+async def test_usage_sums_completed_turns_only(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """conv.usage adds each completed turn's usage field by field; a failed turn and a
+    cancelled turn add nothing."""
+    conv = make_conv(retry=RetryPolicy.none())
+    assert conv.usage == Usage()
+    fake_bedrock.enqueue(
+        reply("one", usage=_usage(10, 2, read=4)),
+        reply(fault=Fault.http(403)),
+        reply("a b c d e f", chunks=6, delay=0.01, usage=_usage(99, 99)),
+        reply("two", usage=_usage(5, 3)),
+    )
+    await conv.send("first")
+    with pytest.raises(AccessDeniedError):
+        await conv.send("fails")
+    async for _ in conv.stream("cancelled"):
+        break
+    await conv.send("second")
+    assert conv.usage == Usage(
+        input_tokens=15,
+        output_tokens=5,
+        total_tokens=24,
+        cache_read_input_tokens=4,
+        cache_write_input_tokens=0,
+    )
+
+
+async def test_forks_and_fan_outs_count_their_own_usage(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """A fork starts from zero and counts its own turns; fan_out() leaves the parent's total
+    alone, and each of its replies carries its own usage."""
+    fake_bedrock.enqueue(reply("p", usage=_usage(1, 1)))
+    await conv.send("parent")
+    fork = conv.fork()
+    assert fork.usage == Usage()
+    fake_bedrock.enqueue(reply("f", usage=_usage(7, 7)))
+    await fork.send("fork")
+    assert fork.usage.input_tokens == 7 and conv.usage.input_tokens == 1
+    fake_bedrock.enqueue(reply("x", usage=_usage(3, 2)), times=2)
+    replies = await conv.fan_out(["a", "b"])
+    assert [r.usage.input_tokens for r in replies if isinstance(r, Reply)] == [3, 3]
+    assert conv.usage.input_tokens == 1 and conv.usage.output_tokens == 1
+
+
+# -- examples -------------------------------------------------------------------------------------
+
+
+def test_observability_example_prints_spans_and_metrics() -> None:
+    """examples/observability.py prints both chat spans (the first with its retry event),
+    their turn spans, the application span, and the three histograms."""
+    from .test_examples import run_example
+
+    out = run_example("observability.py").stdout
+    assert out.count(f"span 'chat {MODEL}' [CLIENT") == 2
+    assert out.count("span 'invoke_agent' [INTERNAL") == 2
+    assert "event aiostream_chat.retry: error.type=ThrottlingError" in out
+    assert "span 'handle_request'" in out
+    assert "usage: 40 in, 16 out" in out
+    for metric in (
+        "gen_ai.client.token.usage input: count=2",
+        "gen_ai.client.token.usage output: count=2",
+        "gen_ai.client.operation.duration : count=2",
+        "gen_ai.client.operation.time_to_first_chunk : count=2",
+    ):
+        assert f"metric {metric}" in out
+
+
+def test_sse_chat_with_tracing_prints_the_turns_spans() -> None:
+    """examples/sse_chat/app.py --tracing prints the spans of each turn it relays on stderr
+    and still shuts down cleanly on Ctrl-C."""
+    import httpx
+
+    from .test_examples import ENV, PYTHON, SERVERS, assert_clean
+
+    cmd = [*PYTHON, str(SERVERS["sse_chat"]), "--port", "0", "--tracing"]
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().decode().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        with httpx.Client(base_url=url, timeout=10) as client:
+            client.get("/")
+            with client.stream("POST", "/chat", json={"prompt": "Hi"}) as response:
+                body = "".join(response.iter_text())
+        assert "event: done" in body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    assert_clean(stderr)
+    assert f"span chat {MODEL} [CLIENT] tokens=" in stderr
+    assert "span invoke_agent [INTERNAL]" in stderr
