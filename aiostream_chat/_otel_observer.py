@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ._models import Reply, Usage
     from ._observe import TurnInfo
+    from ._request import Request
 
 __all__ = ["Telemetry", "error_type"]
 
@@ -169,10 +170,10 @@ class TurnSpans:
         self._context = trace.set_span_in_context(self._turn)
         self._call: _Call | None = None
 
-    def call_started(self, round_index: int, request: Any) -> None:
+    def call_started(self, round_index: int, request: Request) -> None:
         if self._call is not None:  # never expected: close it rather than leak it
             self._end_call(None, "_OTHER", "a new model call started")
-        body: dict[str, Any] = request.body
+        body = request.body
         attrs: Attributes = {
             "gen_ai.operation.name": "chat",
             **self._base,
@@ -211,7 +212,10 @@ class TurnSpans:
         self._t.first_chunk.record(seconds, self._metric_attrs)
 
     def call_ended(self, reply: Reply | None, error: BaseException | None) -> None:
-        self._end_call(reply, error_type(error), str(error) if error is not None else None)
+        if reply is None and error is None:  # the stream's way of saying "cancelled"
+            self._end_call(None, "cancelled", "the turn was cancelled")
+        else:
+            self._end_call(reply, error_type(error), str(error) if error is not None else None)
 
     def turn_ended(self, reply: Reply | None, error: BaseException | None, cancelled: bool) -> None:
         kind = "cancelled" if cancelled else error_type(error)

@@ -35,6 +35,7 @@ from aiostream_chat import (
     uninstrument,
 )
 from aiostream_chat._observe import TurnInfo, TurnObserver
+from aiostream_chat._request import Request
 from aiostream_chat.testing import FakeBedrock, Fault, reply
 
 from .conftest import MODEL as MODEL_ID
@@ -99,14 +100,6 @@ def instrumented() -> Iterator[Instrument]:
         otel.meter_provider.shutdown()
 
 
-@dataclass(frozen=True)
-class FakeRequest:
-    """Stands in for the stream's Request at the observer seam."""
-
-    model_id: str
-    body: dict[str, Any]
-
-
 BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": [{"text": "Hello there"}]}],
     "system": [{"text": "Be brief."}],
@@ -141,11 +134,10 @@ def _reply(text: str = "Hi!", stop: str = "end_turn", request_id: str = "req-1")
     )
 
 
-def _observer(body: dict[str, Any] = BODY) -> tuple[TurnObserver, FakeRequest]:
+def _observer(body: dict[str, Any] = BODY) -> tuple[TurnObserver, Request]:
     factory = _observe.observer_factory
     assert factory is not None
-    request = FakeRequest(MODEL, body)
-    return factory(TurnInfo(MODEL, request, ENDPOINT)), request
+    return factory(TurnInfo(MODEL, ENDPOINT)), Request(MODEL, body)
 
 
 def test_one_call_is_a_client_chat_span_under_an_internal_turn_span(
@@ -304,6 +296,20 @@ def test_a_turn_cancelled_mid_call_ends_both_spans_as_cancelled(instrumented: In
         assert span.status.status_code is StatusCode.ERROR
     (duration,) = otel.points("gen_ai.client.operation.duration")
     assert duration.attributes is not None and duration.attributes["error.type"] == "cancelled"
+
+
+def test_call_ended_without_reply_or_error_means_cancelled(instrumented: Instrument) -> None:
+    """The stream reports a cancelled call as call_ended(None, None): the chat span ends with
+    error.type="cancelled" before the turn span does."""
+    otel = instrumented()
+    obs, request = _observer()
+    obs.call_started(0, request)
+    obs.call_ended(None, None)
+    assert [s.name for s in otel.spans()] == [f"chat {MODEL}"]
+    obs.turn_ended(None, None, True)
+
+    for span in otel.spans():
+        assert (span.attributes or {})["error.type"] == "cancelled"
 
 
 def test_no_content_without_capture_content(instrumented: Instrument) -> None:
@@ -582,8 +588,8 @@ async def test_a_cancelled_turn_through_the_emulator(
     for span in spans:
         assert (span.attributes or {})["error.type"] == "cancelled"
         assert span.status.status_code is StatusCode.ERROR
-    (first,) = otel.points("gen_ai.client.operation.time_to_first_chunk")
-    assert first.count == 1
+    (duration,) = otel.points("gen_ai.client.operation.duration")
+    assert (duration.attributes or {})["error.type"] == "cancelled"
     assert otel.points("gen_ai.client.token.usage") == []
 
 
