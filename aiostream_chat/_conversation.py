@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts
 from ._errors import ConversationBusyError
+from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
     InferenceConfig,
     Message,
@@ -22,9 +23,6 @@ from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
 from ._validate import Prompt, check_tools, check_type, user_message
-
-if TYPE_CHECKING:
-    from ._fanout import FanOutStream
 
 __all__ = ["AsyncConversation"]
 
@@ -238,8 +236,6 @@ class AsyncConversation:
         return_exceptions: bool = False,
     ) -> list[Reply | BaseException]:
         """Answer each prompt on its own fork of the current history, results in input order."""
-        from ._fanout import fan_out
-
         return await fan_out(
             self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
         )
@@ -250,8 +246,6 @@ class AsyncConversation:
         An async iterator (of ``tuple[int, StreamEvent]``) and an async context manager;
         ``aclose()`` cancels every turn still running.
         """
-        from ._fanout import fan_out_stream
-
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
     # -- state -----------------------------------------------------------------------------

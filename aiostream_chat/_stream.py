@@ -14,8 +14,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _observe
 from ._attempt import Attempt, Failure
@@ -38,17 +38,19 @@ from ._events import (
     ToolUseDelta,
     UnknownEvent,
 )
+from ._iterator import StreamIterator, event_of, text_of
 from ._models import Message, Metrics, Reply
 from ._observe import TurnInfo, TurnObserver
 from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
 from ._scope import CancelScope
+from ._turn import Turn
 
 if TYPE_CHECKING:
     from ._config import Timeouts
     from ._request import Request
     from ._retry import RetryPolicy
 
-__all__ = ["ChatStream", "Turn"]
+__all__ = ["ChatStream"]
 
 log = logging.getLogger("aiostream_chat")
 T = TypeVar("T")
@@ -59,76 +61,6 @@ _WHY = {
     FirstTokenTimeoutError: "no content arrived within the first-token timeout",
     IdleTimeoutError: "the stream was idle for longer than the idle timeout",
 }
-
-
-class Turn(Protocol):
-    """What a stream needs from its conversation (abstract, so layers point down)."""
-
-    model_id: str
-    user_message: Message
-
-    async def begin(self) -> None:
-        """Claim the conversation (``ConversationBusyError`` if a turn is in flight)."""
-
-    def request(self, added: Sequence[Message]) -> Request:
-        """The request of the next round: the history, then the messages this turn added."""
-
-    async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
-        """Append the turn's messages to the history, atomically."""
-
-    def release(self) -> None:
-        """Free the conversation; called once when a begun turn ends, however it ends."""
-
-    async def client(self) -> Any:
-        """The bedrock-runtime client to send with."""
-
-    def endpoint_url(self) -> str | None:
-        """Where requests go, when known (for observers)."""
-
-
-class _Iterator:
-    """One pass over a stream. Dropping it unfinished after it took something closes the
-    stream at once (``break``); a fresh one dropped unused closes nothing."""
-
-    __slots__ = ("_done", "_pick", "_stream", "_took")
-
-    def __init__(self, stream: ChatStream, pick: Callable[[StreamEvent], Any]) -> None:
-        self._stream = stream
-        self._pick = pick
-        self._took = False
-        self._done = False
-
-    def __aiter__(self) -> _Iterator:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._done:
-            raise StopAsyncIteration
-        self._took = True
-        try:
-            return await self._stream._take(self._pick)
-        except StopAsyncIteration:
-            self._done = True
-            raise
-
-    async def aclose(self) -> None:
-        """Close the stream (an unfinished turn is cancelled). Idempotent."""
-        self._done = True
-        self._stream._abandon()
-
-    def __del__(self) -> None:
-        # CPython drops the iterator the moment `async for` is left by break or an exception;
-        # closing here is synchronous, so the connection goes at once, not at some later GC.
-        if self._took and not self._done:
-            self._stream._abandon()
-
-
-def _text_of(event: StreamEvent) -> str | None:
-    return event.text if type(event) is TextDelta and event.text else None
-
-
-def _event_of(event: StreamEvent) -> StreamEvent:
-    return event
 
 
 class ChatStream:
@@ -174,16 +106,16 @@ class ChatStream:
         return self._turn.user_message
 
     def __aiter__(self) -> AsyncIterator[str]:
-        return _Iterator(self, _text_of)
+        return StreamIterator(self, text_of)
 
     async def __anext__(self) -> str:
         """The next text chunk (``await anext(stream)``); closes nothing if left unused."""
-        text: str = await self._take(_text_of)
+        text: str = await self._take(text_of)
         return text
 
     def events(self) -> AsyncIterator[StreamEvent]:
         """Every typed event, text included."""
-        return _Iterator(self, _event_of)
+        return StreamIterator(self, event_of)
 
     async def __aenter__(self) -> ChatStream:
         if self._outcome is PENDING:
@@ -201,7 +133,7 @@ class ChatStream:
         """Run the turn to its end and return the reply, or raise why it has none."""
         try:
             while True:
-                await self._take(_event_of)
+                await self._take(event_of)
         except StopAsyncIteration:
             pass
         return self._result()
