@@ -29,6 +29,7 @@ from aiostream_chat import (
     Reply,
     RetryPolicy,
     ThrottlingError,
+    ToolSpec,
     Usage,
     _observe,
     instrument,
@@ -36,7 +37,7 @@ from aiostream_chat import (
 )
 from aiostream_chat._observe import TurnInfo, TurnObserver
 from aiostream_chat._request import Request
-from aiostream_chat.testing import FakeBedrock, Fault, reply
+from aiostream_chat.testing import FakeBedrock, Fault, ToolUse, reply
 
 from .conftest import MODEL as MODEL_ID
 from .conftest import MakeConv
@@ -312,6 +313,34 @@ def test_call_ended_without_reply_or_error_means_cancelled(instrumented: Instrum
         assert (span.attributes or {})["error.type"] == "cancelled"
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            {"server.address": "bedrock-runtime.us-east-1.amazonaws.com", "server.port": 443},
+        ),
+        ("http://localhost:8000/", {"server.address": "localhost", "server.port": 8000}),
+        (None, {}),
+    ],
+)
+def test_server_address_and_port_come_from_the_endpoint(
+    instrumented: Instrument, endpoint: str | None, expected: dict[str, Any]
+) -> None:
+    """server.address/server.port are the endpoint's host and port (443 for https by
+    default); without a known endpoint neither is set."""
+    otel = instrumented()
+    factory = _observe.observer_factory
+    assert factory is not None
+    obs = factory(TurnInfo(MODEL, endpoint))
+    obs.call_started(0, Request(MODEL, BODY))
+    obs.call_ended(_reply(), None)
+    obs.turn_ended(_reply(), None, False)
+    for span in otel.spans():
+        attrs = span.attributes or {}
+        assert {k: v for k, v in attrs.items() if k.startswith("server.")} == expected
+
+
 def test_no_content_without_capture_content(instrumented: Instrument) -> None:
     """By default no prompt, system prompt, tool definition or reply text reaches a span."""
     otel = instrumented()
@@ -522,6 +551,43 @@ async def test_a_completed_turn_through_the_emulator(
     assert tokens == {"input": 11, "output": 7}
     assert [p.count for p in otel.points("gen_ai.client.operation.duration")] == [1]
     assert [p.count for p in otel.points("gen_ai.client.operation.time_to_first_chunk")] == [1]
+
+
+async def test_captured_content_through_the_emulator(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """With capture_content=True a real turn records the system prompt, the tool list, the
+    prompt, and the reply's text and tool call (arguments as JSON) in the v1.41 shapes."""
+    otel = instrumented(capture_content=True)
+    weather = ToolSpec(
+        name="weather", description="Weather in a city", input_schema={"type": "object"}
+    )
+    conv = make_conv(system="Be brief.", tools=[weather])
+    fake_bedrock.enqueue(
+        reply("Checking.", tool_uses=[ToolUse("weather", {"city": "Oslo"}, tool_use_id="t1")])
+    )
+    await conv.send("Weather in Oslo?")
+
+    (chat,) = _by_name(otel)[f"chat {MODEL_ID}"]
+    attrs = chat.attributes or {}
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Oslo?"}]}
+    ]
+    assert json.loads(str(attrs["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "Be brief."}
+    ]
+    assert json.loads(str(attrs["gen_ai.tool.definitions"]))[0]["name"] == "weather"
+    assert json.loads(str(attrs["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Checking."},
+                {"type": "tool_call", "id": "t1", "name": "weather", "arguments": {"city": "Oslo"}},
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]
+    assert attrs["gen_ai.response.finish_reasons"] == ("tool_use",)
 
 
 async def test_a_retried_turn_through_the_emulator(
