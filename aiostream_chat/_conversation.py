@@ -16,6 +16,7 @@ from ._models import (
     Message,
     Reply,
     ToolSpec,
+    Usage,
 )
 from ._request import Request, build_request
 from ._retry import RetryPolicy
@@ -32,6 +33,17 @@ from ._validate import (
 )
 
 __all__ = ["AsyncConversation"]
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The field-by-field sum of two usages."""
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
+        cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
+    )
 
 
 class _ConversationTurn:
@@ -80,6 +92,7 @@ class _ConversationTurn:
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
         conv._history = (*conv._history, *added)
+        conv._usage = add_usage(conv._usage, reply.usage)
 
     def release(self) -> None:
         conv = self._conv
@@ -138,6 +151,7 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
         self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
@@ -163,6 +177,11 @@ class AsyncConversation:
     def history(self) -> tuple[Message, ...]:
         """A snapshot of the completed turns' messages."""
         return self._history
+
+    @property
+    def usage(self) -> Usage:
+        """Token usage summed over this conversation's completed turns (not its forks')."""
+        return self._usage
 
     @property
     def busy(self) -> bool:
@@ -212,6 +231,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._usage = Usage()
         child._clients = self._clients.borrow()
         return child
 

@@ -61,6 +61,9 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # section 9
+    "instrument",
+    "uninstrument",
 }
 
 
