@@ -68,6 +68,7 @@ from ._models import (
     VideoBlock,
 )
 from ._options import Cache, Guardrail, RequestOptions, Thinking
+from ._otel import instrument, uninstrument
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
@@ -143,6 +144,8 @@ __all__ = [
     "Usage",
     "VideoBlock",
     "__version__",
+    "instrument",
+    "uninstrument",
 ]
 
 # Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.

@@ -25,7 +25,6 @@ from pydantic import (
 
 __all__ = [
     "CachePoint",
-    "Checked",
     "DocumentBlock",
     "Frozen",
     "GuardContent",
@@ -39,7 +38,10 @@ _BYTES_TAG = "$bytes"
 
 
 class Frozen(BaseModel):
-    """Base of every value: immutable, bytes as base64 in JSON, positional fields allowed."""
+    """Base of every value: immutable, bytes as base64 in JSON, positional fields allowed.
+
+    Construction errors are one plain ``ValueError``/``TypeError`` sentence (no pydantic URL).
+    """
 
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -54,30 +56,33 @@ class Frozen(BaseModel):
                 if name in data:
                     raise TypeError(f"{type(self).__name__} got two values for {name!r}")
                 data[name] = value
-        super().__init__(**data)
-
-
-def plain_error(cls: type, exc: ValidationError) -> ValueError | TypeError:
-    """One plain sentence for the first problem pydantic found (no error URL)."""
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error":
-        text = message
-    else:
-        text = f"{cls.__name__}{' ' + where if where else ''}: {message}"
-    is_type = first["type"].endswith("_type") and first["type"] != "literal_type"
-    return TypeError(text) if is_type else ValueError(text)
-
-
-class Checked(Frozen):
-    """A value whose construction errors are one plain ``ValueError``/``TypeError`` sentence."""
-
-    def __init__(self, *args: Any, **data: Any) -> None:
         try:
-            super().__init__(*args, **data)
+            super().__init__(**data)
         except ValidationError as exc:
-            raise plain_error(type(self), exc) from None
+            raise plain_error(type(self).__name__, exc) from None
+
+
+# Pydantic error types that mean "a value of the right type, out of range".
+_RANGE_ERRORS = ("greater_than", "less_than", "too_short", "too_long", "literal_error")
+_SHOULD = re.compile(r"^\w+ should")  # "Input should be ..." -> "must be ..."
+
+
+def plain_error(model: str, exc: ValidationError) -> ValueError | TypeError:
+    """One plain sentence for the first problem pydantic found (no error URL)."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"])
+    where = f"{model}.{field}" if field else model
+    kind, message = error["type"], error["msg"]
+    if kind == "missing":
+        return TypeError(f"{where} is required")
+    if kind == "value_error":
+        return ValueError(f"{where}: {message.removeprefix('Value error, ')}")
+    given = repr(error["input"])
+    given = given if len(given) <= 40 else given[:37] + "..."
+    sentence = f"{where} {_SHOULD.sub('must', message)}, not {given}"
+    if any(part in kind for part in _RANGE_ERRORS):
+        return ValueError(sentence)
+    return TypeError(sentence)
 
 
 def tag_bytes(value: Any) -> Any:
@@ -116,7 +121,7 @@ _S3_URI = re.compile(r"s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?")
 _ACCOUNT = re.compile(r"[0-9]{12}")
 
 
-class S3Location(Checked):
+class S3Location(Frozen):
     """An object in Amazon S3 that Bedrock reads a medium from."""
 
     uri: str
@@ -159,7 +164,7 @@ def _source_from_bedrock(data: dict[str, Any]) -> Source | None:
     return None
 
 
-class _Media(Checked):
+class _Media(Frozen):
     """Shared checks of the media blocks: a size Bedrock accepts, and formats from suffixes."""
 
     formats: ClassVar[tuple[str, ...]] = ()
@@ -304,7 +309,7 @@ class VideoBlock(_Media):
         return {"video": {"format": self.format, "source": _source_to_bedrock(self.source)}}
 
 
-class CachePoint(Checked):
+class CachePoint(Frozen):
     """A prompt-cache checkpoint: everything before it may be cached (``ttl`` "5m" or "1h")."""
 
     ttl: Literal["5m", "1h"] | None = None
@@ -319,7 +324,7 @@ def cache_point(ttl: str | None) -> dict[str, Any]:
     return {"type": "default"} if ttl is None else {"type": "default", "ttl": ttl}
 
 
-class GuardContent(Checked):
+class GuardContent(Frozen):
     """Text a guardrail evaluates (only this text, when a message holds any)."""
 
     text: str

@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from ._blocks import Checked, JsonDict, cache_point
+from ._blocks import Frozen, JsonDict, cache_point
 
 __all__ = [
     "MAX_CACHE_POINTS",
@@ -37,7 +37,7 @@ _GUARDRAIL_ID = re.compile(
 _GUARDRAIL_VERSION = re.compile(r"[1-9][0-9]{0,7}|DRAFT")
 
 
-class Thinking(Checked):
+class Thinking(Frozen):
     """Turn on the model's reasoning: a token budget (Claude) or an effort (Nova 2, gpt-oss)."""
 
     budget_tokens: int | None = Field(default=None, gt=0)
@@ -50,7 +50,7 @@ class Thinking(Checked):
         return self
 
 
-class Cache(Checked):
+class Cache(Frozen):
     """Where to put prompt-cache points: after the system prompt, the tools, the history.
 
     A place the turn does not have (no system prompt, no tools, an empty history) gets none.
@@ -62,7 +62,7 @@ class Cache(Checked):
     ttl: Literal["5m", "1h"] | None = None
 
 
-class Guardrail(Checked):
+class Guardrail(Frozen):
     """A Bedrock guardrail applied to the turn (``guardrailConfig``)."""
 
     id: str
@@ -87,7 +87,7 @@ class Guardrail(Checked):
         }
 
 
-class RequestOptions(Checked):
+class RequestOptions(Frozen):
     """Everything else a Converse request can carry; every field is optional."""
 
     thinking: Thinking | None = None

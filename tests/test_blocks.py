@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiostream_chat import (
     S3Location,
     TextBlock,
     ToolResultBlock,
+    ToolUseBlock,
     VideoBlock,
 )
 from aiostream_chat._models import block_from_bedrock
@@ -131,7 +133,7 @@ def test_bad_blocks_fail_at_construction_with_one_plain_sentence(build: Any, wor
 
 def test_wrong_source_type_is_a_type_error() -> None:
     """A source that is neither bytes nor an S3Location raises TypeError."""
-    with pytest.raises(TypeError, match="ImageBlock source"):
+    with pytest.raises(TypeError, match=r"ImageBlock\.source"):
         ImageBlock("png", 42)
 
 
@@ -240,7 +242,11 @@ def _state_with_bytes_everywhere() -> ConversationState:
             ),
             Message(
                 role="assistant",
-                content=(ReasoningBlock(redacted=SLASHES + PNG), TextBlock("A cat.")),
+                content=(
+                    ReasoningBlock(redacted=SLASHES + PNG),
+                    TextBlock("A cat."),
+                    ToolUseBlock("t1", "snapshot", {}),
+                ),
             ),
             Message(
                 role="user",
@@ -250,6 +256,7 @@ def _state_with_bytes_everywhere() -> ConversationState:
                     ),
                 ),
             ),
+            Message.assistant("Done."),
         ),
     )
 
@@ -364,9 +371,10 @@ async def test_real_redacted_reasoning_goes_back_byte_for_byte(
 
 def decode_recording(recording: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The (event name, payload) pairs of a recorded event-stream body."""
-    from aiostream_chat.testing._wire import decode_events, split_frames
+    from aiostream_chat._codec import EventStreamDecoder
 
-    return decode_events(tuple(split_frames(base64.b64decode(recording["body_base64"]))))
+    frames = EventStreamDecoder().feed(base64.b64decode(recording["body_base64"]))
+    return [(str(f.headers.get(":event-type", "")), json.loads(f.payload)) for f in frames]
 
 
 async def test_cited_reply_goes_back_as_citations_content(
