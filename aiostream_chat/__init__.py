@@ -21,12 +21,14 @@ from ._errors import (
     ModelNotReadyError,
     ModelStreamError,
     ModelTimeoutError,
+    OutputValidationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
     ThrottlingError,
+    ToolLoopError,
     TotalTimeoutError,
     TransportError,
 )
@@ -37,10 +39,13 @@ from ._events import (
     MessageStart,
     MessageStop,
     Metadata,
+    OutputDelta,
     ReasoningDelta,
     Retrying,
     StreamEvent,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     ToolUseDelta,
     ToolUseStart,
     TurnCompleted,
@@ -64,6 +69,7 @@ from ._models import (
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
+from ._tools import Tool, tool
 
 try:
     __version__ = version("aiostream-chat")
@@ -98,6 +104,8 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputDelta",
+    "OutputValidationError",
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
@@ -114,6 +122,10 @@ __all__ = [
     "TextDelta",
     "ThrottlingError",
     "Timeouts",
+    "Tool",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolLoopError",
     "ToolResultBlock",
     "ToolSpec",
     "ToolUseBlock",
@@ -126,6 +138,7 @@ __all__ = [
     "UnknownEvent",
     "Usage",
     "__version__",
+    "tool",
 ]
 
 # Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.

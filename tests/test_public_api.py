@@ -61,6 +61,15 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # section 8: tools that run, structured output
+    "Tool",
+    "tool",
+    "ToolCallStarted",
+    "ToolCallFinished",
+    "OutputDelta",
+    # section 11
+    "ToolLoopError",
+    "OutputValidationError",
 }
 
 
