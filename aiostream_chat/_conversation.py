@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
@@ -17,11 +17,14 @@ from ._models import (
     Reply,
     ToolSpec,
 )
+from ._output import OutputSpec
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import RAW_BODY, ChatStream, Turn
+from ._tool_loop import DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_TOOL_TIMEOUT, Loop, check_limits
+from ._tools import as_tools
 from ._transport import json_body
-from ._validate import Prompt, check_tools, check_type, user_message
+from ._validate import Prompt, check_type, user_message
 
 if TYPE_CHECKING:
     from ._fanout import FanOutStream
@@ -45,10 +48,13 @@ class _ConversationTurn(Turn):
         conv: AsyncConversation,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
+        output: OutputSpec | None = None,
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._output = output
+        self._added: tuple[Message, ...] = ()
 
     def begin(self, stream: ChatStream) -> dict[str, Any]:
         conv = self._conv
@@ -59,7 +65,12 @@ class _ConversationTurn(Turn):
             )
         conv._active = stream
         conv._clients.streams.add(stream)
-        history = (*conv._history, stream.user_message)
+        return self.next_params(stream, (stream.user_message,))
+
+    def next_params(self, stream: ChatStream, added: tuple[Message, ...]) -> dict[str, Any]:
+        conv = self._conv
+        self._added = added
+        history = (*conv._history, *added)
         messages = [m.to_bedrock() for m in history]
         params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
         if conv._system:
@@ -68,17 +79,22 @@ class _ConversationTurn(Turn):
             params["inferenceConfig"] = config
         if self._tools:
             params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if any(isinstance(b, RawBlock) for m in history for b in m.content):
+        if self._output is not None:
+            params = self._output.apply(params)
+        if "outputConfig" in params or any(
+            isinstance(b, RawBlock) for m in history for b in m.content
+        ):
             # botocore would reject blocks newer than its model: it validates a stand-in
             # and the transport sends the real body (see open_converse_stream).
             params[RAW_BODY] = json_body(params)
             params["messages"] = [_stand_in(m) for m in history]
+            params.pop("outputConfig", None)  # newer than botocore 1.40: only in the real body
         return params
 
     def end(self, stream: ChatStream, reply: Reply | None) -> None:
         conv = self._conv
         if reply is not None:
-            conv._history = (*conv._history, stream.user_message, reply.message)
+            conv._history = (*conv._history, *reply.messages)
         if conv._active is stream:
             conv._active = None
         conv._clients.streams.discard(stream)
@@ -97,7 +113,7 @@ class AsyncConversation:
         system: str | None = None,
         history: Iterable[Message] = (),
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[ToolSpec | Callable[..., Any]] = (),
         client: Any = None,
         session: aioboto3.Session | None = None,
         region_name: str | None = None,
@@ -130,10 +146,11 @@ class AsyncConversation:
         self._system = system
         self._history: tuple[Message, ...] = messages
         self._inference = inference
-        self._tools = check_tools(tools)
+        self._tools = as_tools(tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._turn_options: dict[str, Any] = {}  # per-turn settings of a fan-out's forks
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -170,31 +187,64 @@ class AsyncConversation:
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
     ) -> ChatStream:
-        """A stream for one turn; no I/O happens until it is iterated or entered."""
+        """A stream for one turn; no I/O happens until it is iterated or entered.
+
+        Tools that can run (``Tool``, ``@tool``, plain functions) are run by the stream when
+        the model asks for them, each under ``tool_timeout``, for at most ``max_tool_rounds``
+        rounds. ``output`` (a pydantic model or any type pydantic validates) asks for a
+        structured answer: ``OutputDelta`` events while it streams, ``Reply.output`` at the end.
+        """
         message = user_message(prompt)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
-        turn_tools = self._tools if tools is None else check_tools(tools)
-        turn = _ConversationTurn(self, inference or self._inference, turn_tools)
-        return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
+        check_limits(tool_timeout, max_tool_rounds)
+        turn_tools = self._tools if tools is None else as_tools(tools)
+        spec = None
+        if output is not None:
+            spec = OutputSpec(output, model_id=self._model_id, retries=output_retries)
+        loop = Loop(
+            message,
+            turn_tools,
+            output=spec,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+        )
+        turn = _ConversationTurn(self, inference or self._inference, turn_tools, spec)
+        return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts, loop)
 
     async def send(
         self,
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
     ) -> Reply:
-        """Run a whole turn and return its reply."""
+        """Run a whole turn and return its reply (``reply.output`` with ``output=``)."""
         stream = self.stream(
-            prompt, inference=inference, tools=tools, retry=retry, timeouts=timeouts
+            prompt,
+            inference=inference,
+            tools=tools,
+            retry=retry,
+            timeouts=timeouts,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+            output=output,
+            output_retries=output_retries,
         )
         async with stream:
             return await stream.get_reply()
@@ -213,12 +263,20 @@ class AsyncConversation:
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
+        output: Any = None,
     ) -> list[Reply | BaseException]:
-        """Answer each prompt on its own fork of the current history, results in input order."""
+        """Answer each prompt on its own fork of the current history, results in input order.
+
+        With ``output=`` every reply carries its parsed ``output``.
+        """
         from ._fanout import fan_out
 
         return await fan_out(
-            self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
+            self,
+            prompts,
+            concurrency=concurrency,
+            return_exceptions=return_exceptions,
+            output=output,
         )
 
     def fan_out_stream(self, prompts: Iterable[Prompt], *, concurrency: int = 16) -> FanOutStream:

@@ -165,6 +165,20 @@ class OutputSpec:
             return reply.stop_reason != "tool_use"
         return self.answer_call(reply.message) is not None or not reply.tool_uses
 
+    def as_text(self, message: Message) -> Message:
+        """``message`` with the forced tool's call turned into its JSON as text.
+
+        History keeps this form: a ``toolUse`` left in it would need a ``toolResult`` in the
+        next user message, which Bedrock would otherwise reject.
+        """
+        blocks = tuple(
+            TextBlock(text=json.dumps(b.input, separators=(",", ":")))
+            if isinstance(b, ToolUseBlock) and b.name == OUTPUT_TOOL
+            else b
+            for b in message.content
+        )
+        return message.model_copy(update={"content": blocks})
+
     def raw(self, message: Message) -> str:
         """The answer's JSON text as the model sent it."""
         if self.mode == "native":

@@ -39,11 +39,13 @@ from ._events import (
     UnknownEvent,
 )
 from ._models import Message, Metrics, Reply
+from ._tool_loop import Done, Loop
 from ._transport import open_converse_stream
 
 if TYPE_CHECKING:
     from ._config import Timeouts
     from ._retry import RetryPolicy
+    from ._tools import ToolRound
     from ._transport import RawBody
 
 __all__ = ["RAW_BODY", "ChatStream", "Turn"]
@@ -79,6 +81,10 @@ class Turn:
 
     def end(self, stream: ChatStream, reply: Reply | None) -> None:
         """Release the conversation; commit the turn when ``reply`` is given."""
+        raise NotImplementedError
+
+    def next_params(self, stream: ChatStream, added: tuple[Message, ...]) -> dict[str, Any]:
+        """The request parameters of a later round, given the messages the turn added so far."""
         raise NotImplementedError
 
     async def client(self) -> Any:
@@ -133,10 +139,18 @@ class ChatStream:
     """A streamed turn: an async iterator of text, and an async context manager."""
 
     def __init__(
-        self, turn: Turn, user_message: Message, retry: RetryPolicy, timeouts: Timeouts
+        self,
+        turn: Turn,
+        user_message: Message,
+        retry: RetryPolicy,
+        timeouts: Timeouts,
+        loop: Loop | None = None,
     ) -> None:
         self._turn = turn
         self._user_message = user_message
+        self._loop = loop or Loop(user_message, ())
+        self._tools: ToolRound | None = None  # the tool calls running between two rounds
+        self._round_attempt = 0  # attempts of the current round (the retry budget is per round)
         self._retry = retry
         self._timeouts = timeouts
         self._status: Status = "pending"
@@ -194,8 +208,14 @@ class ChatStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the stream; an unfinished turn becomes ``cancelled``. Idempotent."""
+        """Close the stream; an unfinished turn becomes ``cancelled``. Idempotent.
+
+        Running tool calls are cancelled; this waits at most ``CANCEL_GRACE`` (1 s) for them.
+        """
+        tools = self._tools
         self._abandon()
+        if tools is not None:
+            await tools.aclose()
 
     async def get_reply(self) -> Reply:
         """Run the turn to its end and return the reply, or raise why it has none."""
@@ -241,6 +261,8 @@ class ChatStream:
         if isinstance(item, _Failure):
             self._on_error(item.error)
             return await self._next()
+        if self._loop.output is not None and (delta := self._loop.observe(item)) is not None:
+            self._queue.appendleft(delta)
         if isinstance(item, _CONTENT) or (
             type(item) is UnknownEvent and item.name == "contentBlockDelta"
         ):
@@ -251,6 +273,9 @@ class ChatStream:
 
     async def _advance(self) -> None:
         """One step: open an attempt, or read and decode the next chunk of the body."""
+        if self._tools is not None:
+            await self._tool_step(self._tools)
+            return
         if self._body is None:
             await self._open_attempt()
             return
@@ -318,6 +343,8 @@ class ChatStream:
             delay, self._backoff = self._backoff, None
             await self._with_deadline(asyncio.sleep(delay), backoff=True)
         self._attempt += 1
+        self._round_attempt += 1
+        self._loop.start_round()
         self._decoder = EventStreamDecoder()
         self._undecoded = b""
         self._acc = Accumulator()
@@ -393,12 +420,42 @@ class ChatStream:
         metrics = Metrics(
             time_to_first_token=self._first_token,
             duration=now - self._turn_start,
-            attempts=self._attempt,
+            attempts=self._round_attempt,
         )
-        self._reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
-        self._status = "completed"
-        self._turn.end(self, self._reply)
-        log.debug("turn completed: attempts=%d duration=%.3fs", self._attempt, metrics.duration)
+        reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
+        step = self._loop.after_round(reply)
+        if isinstance(step, Done):
+            self._reply = step.reply
+            self._status = "completed"
+            self._turn.end(self, self._reply)
+            log.debug(
+                "turn completed: attempts=%d duration=%.3fs", self._attempt, now - self._turn_start
+            )
+            return
+        self._round_attempt = 0
+        self._delivered_content = False  # a retry is allowed again before this round's content
+        self._acc = Accumulator()
+        if step.tools is None:
+            self._next_round()
+            return
+        self._tools = step.tools
+        step.tools.start()
+        self._queue.extend(self._loop.started(step.tools))
+
+    async def _tool_step(self, tools: ToolRound) -> None:
+        """Wait for the next tool call to finish (under the total deadline only)."""
+        item = await self._with_deadline(tools.next_finished(), backoff=True)
+        self._check_open()
+        if item is not None:
+            self._queue.append(self._loop.finished(item))
+            return
+        self._tools = None
+        self._loop.tool_results(tools.results())
+        self._next_round()
+
+    def _next_round(self) -> None:
+        self._params = self._turn.next_params(self, self._loop.added)
+        self._raw_body = self._params.pop(RAW_BODY, None)
 
     def _on_error(self, exc: BaseException) -> None:
         """Retry when allowed; otherwise fail the turn and raise its error."""
@@ -425,19 +482,19 @@ class ChatStream:
     def _can_retry(self, error: ChatError) -> bool:
         if not error.retryable or self._delivered_content:
             return False
-        if self._attempt >= self._retry.max_attempts:
+        if self._round_attempt >= self._retry.max_attempts:
             return False
-        delay = self._retry.delay(self._attempt)
+        delay = self._retry.delay(self._round_attempt)
         total = self._timeouts.total
         if total is not None and time.monotonic() + delay >= self._turn_start + total:
             return False
         self._queue.clear()
         self._backoff = delay
-        self._queue.append(Retrying(attempt=self._attempt + 1, delay=delay, error=error))
+        self._queue.append(Retrying(attempt=self._round_attempt + 1, delay=delay, error=error))
         log.info(
             "retrying in %.2fs (attempt %d of %d) after %s",
             delay,
-            self._attempt + 1,
+            self._round_attempt + 1,
             self._retry.max_attempts,
             type(error).__name__,
         )
@@ -457,7 +514,13 @@ class ChatStream:
         with contextlib.suppress(RuntimeError):
             scope.reschedule(asyncio.get_running_loop().time())
 
+    def _cancel_tools(self) -> None:
+        tools, self._tools = self._tools, None
+        if tools is not None:
+            tools.cancel()
+
     def _settle(self, status: Status) -> None:
+        self._cancel_tools()
         self._status = status
         self._queue.clear()
         self._turn.end(self, None)
@@ -466,6 +529,7 @@ class ChatStream:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
         self._interrupt()
         self._close_body()
+        self._cancel_tools()
         if self._status in ("pending", "streaming"):
             was_started = self._status == "streaming"
             self._status = "cancelled"

@@ -165,13 +165,27 @@ def test_timeouts_and_retries_keeps_history_clean() -> None:
 
 
 def test_tool_use_runs_the_tool_and_sends_the_result_back() -> None:
-    """tool_use.py: the tool call's input streams, the tool runs, its result goes back and
-    the final answer arrives; the history holds all four messages."""
+    """tool_use.py: @tool functions run when the model asks, both calls of the round show as
+    events, the final answer streams in the same turn; the history holds all four messages."""
     out = run_example("tool_use.py").stdout
-    assert '[tool call] get_weather({"city":"Paris"})' in out
-    assert '[tool result] {"city": "Paris", "temperature_c": 18' in out
+    assert "[tool call] get_weather({'city': 'Paris'})" in out
+    assert "[tool call] local_time({'city': 'Paris'})" in out
+    assert "[tool result] get_weather -> ({'json': {'city': 'Paris', 'temperature': 18" in out
+    assert "[tool result] local_time -> ({'text': 'It is 14:05 in Paris.'},)" in out
     assert "Final answer: It is 18 °C and sunny in Paris" in out
+    assert "Model calls: 2" in out
     assert "History: 4 messages" in out
+
+
+def test_structured_output_fills_in_a_typed_record() -> None:
+    """structured_output.py: partial objects grow field by field, then the validated Order."""
+    out = run_example("structured_output.py").stdout
+    partials = [line for line in out.splitlines() if line.startswith("partial: ")]
+    assert len(partials) >= 5
+    assert any("'company'" not in line for line in partials)  # seen before it was complete
+    assert "'email': 'maria@acme.example'}" in partials[-1]
+    assert "Order: 12 x servo motor for Maria Gonzalez (maria@acme.example)" in out
+    assert "Ship to: Calle Mayor 5, Madrid" in out
 
 
 @web_deps

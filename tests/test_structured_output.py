@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from aiostream_chat import Message, OutputValidationError, TextBlock, ToolUseBlock
+from aiostream_chat import Message, OutputDelta, OutputValidationError, TextBlock, ToolUseBlock
 from aiostream_chat._output import OUTPUT_TOOL, OutputSpec, native_output_supported
+from aiostream_chat.testing import FakeBedrock, structured, tool_results
+
+from .conftest import MakeConv
 
 NOVA = "us.amazon.nova-micro-v1:0"
 CLAUDE_45 = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -137,3 +140,123 @@ def test_valid_answers_parse_into_the_model() -> None:
     )
     not_json = native.parse(Message.assistant("Ada is 36."))
     assert not_json[0] is None and not_json[1][0]["type"] == "invalid_answer"
+
+
+# -- through the emulator --------------------------------------------------------------------
+
+
+async def test_send_with_output_uses_a_forced_tool_and_parses_the_reply(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Nova has no native structured output: the answer is the forced tool's input."""
+    fake_bedrock.responder = structured({"name": "Ada", "age": 36})
+    conv = make_conv(NOVA)
+    result = await conv.send("Ada is 36.", output=Person)
+    assert result.output == Person(name="Ada", age=36)
+    body = fake_bedrock.requests[0].body
+    assert body["toolConfig"]["toolChoice"] == {"tool": {"name": OUTPUT_TOOL}}
+    assert "outputConfig" not in body
+    # history keeps the answer as text, so the next turn needs no tool result for it
+    assert conv.history[-1].content == (TextBlock(text='{"name":"Ada","age":36}'),)
+    assert result.message == conv.history[-1] and len(result.messages) == 2
+    follow_up = await conv.send("And then?")
+    assert follow_up.output is None and len(conv.history) == 4
+
+
+async def test_native_output_streams_partial_objects(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Claude 4.5 gets outputConfig; OutputDelta events grow field by field as JSON arrives."""
+    fake_bedrock.responder = structured({"name": "Ada Lovelace", "age": 36}, chunks=8)
+    conv = make_conv(CLAUDE_45)
+    stream = conv.stream("Ada Lovelace died at 36.", output=Person)
+    partials = [e.partial async for e in stream.events() if isinstance(e, OutputDelta)]
+    result = await stream.get_reply()
+    assert "outputConfig" in fake_bedrock.requests[0].body
+    assert len(partials) >= 3
+    assert any(p.get("name", "").startswith("Ada") and "age" not in p for p in partials)
+    assert partials[-1] == {"name": "Ada Lovelace", "age": 36}
+    assert result.output == Person(name="Ada Lovelace", age=36)
+    assert stream.text == '{"name": "Ada Lovelace", "age": 36}'
+
+
+async def test_forced_tool_answer_streams_partial_objects(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """In tool mode the partial JSON comes from the forced tool's input fragments."""
+    fake_bedrock.responder = structured({"name": "Grace Hopper", "age": 85}, chunks=6)
+    stream = make_conv(NOVA).stream("Grace Hopper, 85.", output=Person)
+    partials = [e.partial async for e in stream.events() if isinstance(e, OutputDelta)]
+    assert partials[-1] == {"name": "Grace Hopper", "age": 85} and len(partials) >= 3
+    assert (await stream.get_reply()).output == Person(name="Grace Hopper", age=85)
+
+
+async def test_an_invalid_answer_is_repaired_once(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """The validation errors go back as the forced tool's error result; the fix is accepted."""
+    fake_bedrock.responder = structured({"name": "Ada"}, {"name": "Ada", "age": 36})
+    conv = make_conv(NOVA)
+    result = await conv.send("Ada is 36.", output=Person)
+    assert result.output == Person(name="Ada", age=36)
+    assert len(fake_bedrock.requests) == 2
+    (sent,) = tool_results(fake_bedrock.requests[1])
+    assert sent["status"] == "error" and "age: Field required" in sent["content"][0]["text"]
+    assert len(result.messages) == 4 and conv.history == result.messages
+    assert result.metrics.attempts == 2
+
+
+async def test_a_native_answer_that_stays_invalid_raises(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """After output_retries repairs: OutputValidationError with the raw text; no history."""
+    fake_bedrock.responder = structured('{"name": "Ada", "age": "old"}')
+    conv = make_conv(CLAUDE_45)
+    with pytest.raises(OutputValidationError) as caught:
+        await conv.send("Ada?", output=Person)
+    error = caught.value
+    assert error.raw_text == '{"name": "Ada", "age": "old"}'
+    assert error.errors[0]["loc"] == ("age",) and error.errors[0]["type"] == "int_parsing"
+    assert len(fake_bedrock.requests) == 2
+    repair = fake_bedrock.requests[1].body["messages"][-1]["content"][0]["text"]
+    assert "age: Input should be a valid integer" in repair
+    assert conv.history == () and not conv.busy
+
+
+async def test_output_retries_zero_fails_at_once(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """output_retries=0: no repair round."""
+    fake_bedrock.responder = structured({"name": "Ada"})
+    with pytest.raises(OutputValidationError):
+        await make_conv(NOVA).send("Ada?", output=Person, output_retries=0)
+    assert len(fake_bedrock.requests) == 1
+
+
+async def test_fan_out_returns_parsed_replies(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """fan_out(..., output=Model) gives every reply its parsed output."""
+    fake_bedrock.responder = structured({"name": "Ada", "age": 36})
+    replies = await make_conv(NOVA).fan_out(["one", "two", "three"], output=Person)
+    assert [r.output for r in replies if not isinstance(r, BaseException)] == [
+        Person(name="Ada", age=36)
+    ] * 3
+
+
+async def test_output_types_other_than_models(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Any TypeAdapter-able type works: list[int] travels wrapped in {"value": ...}."""
+    fake_bedrock.responder = structured([3, 1, 2])
+    result = await make_conv(NOVA).send("numbers", output=list[int])
+    assert result.output == [3, 1, 2]
+
+
+async def test_the_emulator_answers_structured_requests_by_default(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """With no script, FakeBedrock answers output= requests with a value fitting the schema."""
+    native = await make_conv(CLAUDE_45).send("anything", output=Person)
+    forced = await make_conv(NOVA).send("anything", output=Person)
+    assert native.output == forced.output == Person(name="example", age=1)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._script import Fault, Script, ToolUse, reply
-from ._server import ReceivedRequest
 
-__all__ = ["agent", "structured", "tool_results", "tool_rounds"]
+if TYPE_CHECKING:
+    from ._server import ReceivedRequest
 
-Responder = Callable[[ReceivedRequest], Script]
+__all__ = ["agent", "example_value", "schema_answer", "structured", "tool_results", "tool_rounds"]
+
+Responder = Callable[["ReceivedRequest"], Script]
 
 
 def _blocks(message: Any) -> list[dict[str, Any]]:
@@ -64,13 +66,15 @@ def agent(
     *rounds: Sequence[ToolUse],
     answer: str | Callable[[list[dict[str, Any]]], str] | None = None,
     faults: Mapping[int, Sequence[Fault]] | None = None,
+    say: str = "",
     **reply_options: Any,
 ) -> Responder:
     """A model that calls ``rounds[0]``'s tools, then ``rounds[1]``'s..., then answers.
 
     ``answer`` is the final text, or a function of the last tool results (default: a
-    sentence quoting them). ``faults[k]`` are injected, one per request, into the requests
-    for round ``k`` (0 = the first call) until used up, e.g. to fail the second round.
+    sentence quoting them); ``say`` is text sent before each round's tool calls.
+    ``faults[k]`` are injected, one per request, into the requests for round ``k``
+    (0 = the first call) until used up, e.g. to fail the second round.
     """
     pending = {k: list(v) for k, v in (faults or {}).items()}
 
@@ -79,7 +83,7 @@ def agent(
         queue = pending.get(k)
         fault = queue.pop(0) if queue else None
         if k < len(rounds):
-            return reply("", tool_uses=list(rounds[k]), fault=fault, **reply_options)
+            return reply(say, tool_uses=list(rounds[k]), fault=fault, **reply_options)
         results = tool_results(request)
         text = answer(results) if callable(answer) else answer or _default_answer(results)
         return reply(text, fault=fault, **reply_options)
@@ -122,3 +126,52 @@ def structured(
         return reply(raw, chunks=chunks, fault=once, **reply_options)
 
     return respond
+
+
+def example_value(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> Any:
+    """A value that satisfies a (pydantic-style) JSON schema: the emulator's default answer."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return example_value(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [s for s in schema.get(key, []) if s.get("type") != "null"]
+        if options:
+            return example_value(options[0], defs)
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: example_value(sub, defs) for name, sub in props.items()}
+    if kind == "array":
+        return [example_value(schema.get("items", {}), defs)] * max(1, schema.get("minItems", 1))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        return (int(low) + 1) if kind == "integer" else float(low) + 1.0
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "example"
+
+
+def schema_answer(request: ReceivedRequest, *, delay: float = 0.0) -> Script | None:
+    """The default answer to a request that asks for structured output, else None."""
+    body = request.body
+    if "outputConfig" in body:
+        try:
+            fmt = body["outputConfig"]["textFormat"]["structure"]["jsonSchema"]
+            schema = json.loads(fmt["schema"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return reply(json.dumps(example_value(schema)), chunks=4, delay=delay)
+    for spec in (body.get("toolConfig") or {}).get("tools", []):
+        tool = spec.get("toolSpec", {}) if isinstance(spec, dict) else {}
+        if tool.get("name") == "final_result":
+            value = example_value(tool.get("inputSchema", {}).get("json", {}))
+            return reply("", tool_uses=[ToolUse("final_result", value)], delay=delay)
+    return None
