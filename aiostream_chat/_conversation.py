@@ -295,7 +295,8 @@ class AsyncConversation:
             model_id=self._model_id,
             system=self._system,
             inference=self._inference,
-            tools=self._tools,
+            # A snapshot holds what Bedrock sees of a tool; functions are not data.
+            tools=tuple(ToolSpec(**t.model_dump()) for t in self._tools),
             history=self._history,
         )
 

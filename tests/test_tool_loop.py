@@ -310,3 +310,35 @@ async def test_history_gets_every_round_after_a_retried_second_round(
     assert len(fake_bedrock.requests) == 3 and calls == [{"city": "Paris"}]
     assert result.metrics.attempts == 3 and conv.history == result.messages
     assert conv.history[0] == Message.user("Paris?")
+
+
+async def test_aclose_returns_although_a_tool_ignores_cancellation(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """aclose() waits a bounded time for a tool that swallows CancelledError, then returns."""
+    running = asyncio.Event()
+    finish = asyncio.Event()
+
+    @tool
+    async def stubborn() -> str:
+        """Ignores cancellation until told to finish."""
+        running.set()
+        while not finish.is_set():
+            try:
+                await finish.wait()
+            except asyncio.CancelledError:
+                continue
+        return "done"
+
+    fake_bedrock.responder = agent([ToolUse("stubborn", {})])
+    conv = make_conv(tools=[stubborn], history=HISTORY)
+    stream = conv.stream("go")
+    events = stream.events()
+    while not isinstance(await anext(events), ToolCallStarted):
+        pass
+    await running.wait()  # the call runs as a task of its own
+    await stream.aclose()  # returns after the grace period although the tool still runs
+    assert stream.status == "cancelled" and conv.history == HISTORY and not conv.busy
+    assert not finish.is_set()  # the tool was still running when aclose() returned
+    finish.set()
+    await asyncio.sleep(0.01)

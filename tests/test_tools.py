@@ -287,3 +287,30 @@ async def test_a_tool_that_ignores_cancellation_cannot_hang_aclose() -> None:
     assert CANCEL_GRACE > 0
     finish.set()  # let it end before the loop closes
     await asyncio.sleep(0.01)
+
+
+def test_a_snapshot_keeps_the_spec_of_a_tool_and_round_trips() -> None:
+    """snapshot() holds a Tool as its ToolSpec (functions are not data), so JSON round-trips."""
+    from aiostream_chat import AsyncConversation, ConversationState
+
+    conv = AsyncConversation("us.amazon.nova-micro-v1:0", tools=[forecast], region_name="x")
+    state = conv.snapshot()
+    assert type(state.tools[0]) is ToolSpec and state.tools[0].name == "forecast"
+    assert ConversationState.model_validate_json(state.model_dump_json()) == state
+
+
+async def test_a_sync_tool_that_overruns_its_timeout_is_reported_and_abandoned() -> None:
+    """A blocked sync tool cannot be interrupted: the call times out and its thread is left."""
+    release = threading.Event()
+
+    @tool
+    def blocked() -> str:
+        """Blocks its worker thread."""
+        release.wait(10)
+        return "late"
+
+    try:
+        result = await blocked.run(use("blocked"), timeout=0.05)
+    finally:
+        release.set()
+    assert result.status == "error" and "did not finish within 0.05 s" in text_of(result)
