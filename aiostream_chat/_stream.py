@@ -43,14 +43,13 @@ from ._models import Message, Metrics, Reply
 from ._observe import TurnInfo, TurnObserver
 from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
 from ._scope import CancelScope
-from ._tool_loop import Done, Loop
+from ._tool_loop import Loop
 from ._turn import Turn
 
 if TYPE_CHECKING:
     from ._config import Timeouts
     from ._request import Request
     from ._retry import RetryPolicy
-    from ._tools import ToolRound
 
 __all__ = ["ChatStream"]
 
@@ -80,7 +79,6 @@ class ChatStream:
         # The rounds: tool calls between them, the structured answer, the messages added.
         self._loop = loop if loop is not None else Loop(turn.user_message, ())
         self._added: list[Message] = self._loop.messages
-        self._tools: ToolRound | None = None  # the tool calls running between two rounds
         self._request: Request | None = None
         self._round = 0
         self._attempt: Attempt | None = None
@@ -139,7 +137,7 @@ class ChatStream:
         Tool calls still running are cancelled; this waits for them at most ``CANCEL_GRACE``
         (1 s) and leaves any that ignore cancellation running detached.
         """
-        tools = self._tools
+        tools = self._loop.tools
         self._abandon()
         if tools is not None:
             await tools.aclose()
@@ -232,8 +230,13 @@ class ChatStream:
 
     async def _advance(self) -> None:
         """One step: open an attempt, read the next chunk of the body, or await a tool call."""
-        if self._tools is not None:
-            await self._tool_step(self._tools)
+        if self._loop.tools is not None:
+            finished = await self._guarded(self._loop.next_tool_result(), None)
+            if finished is None:  # every call ended: the next round sends their results
+                self._request = self._turn.request(self._added)
+                self._round += 1
+            else:
+                self._queue.append(finished)
             return
         attempt = self._attempt
         if attempt is None or not attempt.is_open:
@@ -281,50 +284,24 @@ class ChatStream:
                 self._observer.first_chunk(attempt.first_token)
             self._observer.call_ended(reply, None)
         try:
-            step = self._loop.after_round(reply)  # ToolLoopError, OutputValidationError
-        except ChatError as error:
-            self._settle_error(error, attempt)
+            final = self._loop.after_round(reply)  # ToolLoopError, OutputValidationError
+            if final is not None:
+                await self._turn.commit(tuple(self._added), final)
+        except ChatError as error:  # also: a store that lost the compare-and-set
+            error.request_id = error.request_id or attempt.request_id
+            error.attempts, error.partial_text = self._attempts, self.text
+            self._finish(failed(error))
             raise
-        if not isinstance(step, Done):
+        if final is None:  # another round, after the tool calls (if any) it asked for
             self._round_attempts = 0
             self._delivered = False  # a retry is allowed again until this round's content
-            if step.tools is None:
-                self._next_round()
-            else:
-                self._tools = step.tools
-                step.tools.start()
-                self._queue.extend(self._loop.started(step.tools))
+            self._queue.extend(self._loop.start_tools())
+            if self._loop.tools is None:
+                self._request = self._turn.request(self._added)
+                self._round += 1
             return
-        reply = step.reply
-        try:
-            await self._turn.commit(tuple(self._added), reply)
-        except ChatError as error:  # e.g. a store that lost the compare-and-set
-            self._settle_error(error, attempt)
-            raise
-        self._finish(completed(reply))
+        self._finish(completed(final))
         log.debug("turn completed: attempts=%d duration=%.3fs", self._attempts, metrics.duration)
-
-    async def _tool_step(self, tools: ToolRound) -> None:
-        """Wait for the next tool call to finish (under the total deadline only)."""
-        item = await self._guarded(tools.next_finished(), None)
-        if item is not None:
-            self._queue.append(self._loop.finished(item))
-            return
-        self._tools = None
-        self._loop.tool_results(tools.results())
-        self._next_round()
-
-    def _next_round(self) -> None:
-        self._round += 1
-        self._request = self._turn.request(self._added)
-
-    def _settle_error(self, error: ChatError, attempt: Attempt) -> None:
-        """Fail the turn with an error of the turn itself (not of an attempt): never retried."""
-        if error.request_id is None:
-            error.request_id = attempt.request_id
-        error.attempts = self._attempts
-        error.partial_text = self.text
-        self._finish(failed(error))
 
     # -- deadlines and cancellation --------------------------------------------------------
 
@@ -432,17 +409,12 @@ class ChatStream:
         self._queue.clear()
         if self._attempt is not None:
             self._attempt.close()
-        self._cancel_tools()
+        self._loop.cancel_tools()
         self._turn.release()
         observer, self._observer = self._observer, None
         if observer is not None:
             cancelled = outcome is CANCELLED
             observer.turn_ended(outcome.reply, outcome.error, cancelled)
-
-    def _cancel_tools(self) -> None:
-        tools, self._tools = self._tools, None
-        if tools is not None:
-            tools.cancel()
 
     def _abandon(self) -> None:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
@@ -451,7 +423,7 @@ class ChatStream:
             scope.cancel()
         if self._attempt is not None:
             self._attempt.close()
-        self._cancel_tools()
+        self._loop.cancel_tools()
         if self._outcome is PENDING:
             self._outcome = CANCELLED
         elif self._outcome is STREAMING:

@@ -8,10 +8,9 @@ message, each tool-result or repair message) are collected here and committed to
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ._errors import ChatError, ToolLoopError
+from ._errors import ToolLoopError
 from ._events import (
     ContentBlockStart,
     OutputDelta,
@@ -21,28 +20,14 @@ from ._events import (
     ToolCallStarted,
     ToolUseDelta,
 )
-from ._models import Message, Metrics, Reply, ToolResultBlock, ToolSpec, ToolUseBlock, Usage
+from ._models import Message, Reply, ToolSpec, ToolUseBlock, Usage
 from ._output import OUTPUT_TOOL, OutputSpec
 from ._tools import Tool, ToolRound
 
-__all__ = ["DEFAULT_MAX_TOOL_ROUNDS", "DEFAULT_TOOL_TIMEOUT", "Done", "Loop", "NextRound"]
+__all__ = ["DEFAULT_MAX_TOOL_ROUNDS", "DEFAULT_TOOL_TIMEOUT", "Loop", "check_limits"]
 
 DEFAULT_TOOL_TIMEOUT = 60.0
 DEFAULT_MAX_TOOL_ROUNDS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The turn is complete with this reply."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class NextRound:
-    """Run ``tools`` (if any), then ask the model again with the messages so far."""
-
-    tools: ToolRound | None
 
 
 def _sum_usage(replies: Sequence[Reply]) -> Usage:
@@ -80,6 +65,8 @@ class Loop:
         self.output = output
         self._runnable: Mapping[str, Tool] = {t.name: t for t in tools if isinstance(t, Tool)}
         self._manual = {t.name for t in tools if not isinstance(t, Tool)}
+        self.tools: ToolRound | None = None
+        """The calls of the current tool round, once a round asked for tools (until they end)."""
         self._timeout = tool_timeout
         self._max_rounds = max_tool_rounds
         self._tool_rounds = 0
@@ -126,8 +113,9 @@ class Loop:
 
     # -- between rounds ----------------------------------------------------------------------
 
-    def after_round(self, reply: Reply) -> Done | NextRound:
-        """The round ended with ``reply``: finish the turn, or say what the next round needs."""
+    def after_round(self, reply: Reply) -> Reply | None:
+        """The round ended with ``reply``: the turn's final reply, or None for another round
+        (after the tool calls in ``tools``, or a repair message)."""
         self.replies.append(reply)
         self.messages.append(reply.message)
         spec = self.output
@@ -140,15 +128,16 @@ class Loop:
                     f"them (max_tool_rounds={self._max_rounds})"
                 )
             self._tool_rounds += 1
-            return NextRound(ToolRound(self._runnable, reply.tool_uses, timeout=self._timeout))
-        return Done(self._final(reply))
+            self.tools = ToolRound(self._runnable, reply.tool_uses, timeout=self._timeout)
+            return None
+        return self._final(reply)
 
     def _runs_itself(self, reply: Reply) -> bool:
         """Every requested tool is ours to run (names no tool has get an error result)."""
         names = {use.name for use in reply.tool_uses}
         return bool(names) and bool(self._runnable) and not (names & self._manual)
 
-    def _answer(self, spec: OutputSpec, reply: Reply) -> Done | NextRound:
+    def _answer(self, spec: OutputSpec, reply: Reply) -> Reply | None:
         value, errors = spec.parse(reply.message)
         if not errors:
             if spec.mode == "tool":
@@ -157,30 +146,44 @@ class Loop:
                 uses = tuple(b for b in message.content if isinstance(b, ToolUseBlock))
                 update = {"message": message, "text": message.text, "tool_uses": uses}
                 reply = reply.model_copy(update=update)
-            return Done(self._final(reply, value))
+            return self._final(reply, value)
         if self._repairs >= spec.retries:
             raise spec.failure(reply.message, errors)
         self._repairs += 1
         self.messages.append(spec.repair(reply.message, errors))
-        return NextRound(None)
+        return None
 
-    def tool_results(self, results: Sequence[ToolResultBlock]) -> None:
-        """The round's tools finished: their results are the next user message."""
-        self.messages.append(Message(role="user", content=tuple(results)))
-
-    @staticmethod
-    def started(tools: ToolRound) -> list[ToolCallStarted]:
+    def start_tools(self) -> list[ToolCallStarted]:
+        """Start the round's tool calls; their ``ToolCallStarted`` events (none if no tools)."""
+        tools = self.tools
+        if tools is None:
+            return []
+        tools.start()
         return [
             ToolCallStarted(tool_use_id=u.tool_use_id, name=u.name, input=u.input)
             for u in tools.uses
         ]
 
-    @staticmethod
-    def finished(item: Any) -> ToolCallFinished:
+    async def next_tool_result(self) -> ToolCallFinished | None:
+        """The next call to finish; None once all did (their results are then the next
+        user message)."""
+        tools = self.tools
+        assert tools is not None
+        item = await tools.next_finished()
+        if item is None:
+            self.tools = None
+            self.messages.append(Message(role="user", content=tools.results()))
+            return None
         use, result, duration = item
         return ToolCallFinished(
             tool_use_id=use.tool_use_id, name=use.name, result=result, duration=duration
         )
+
+    def cancel_tools(self) -> None:
+        """Cancel the calls still running (synchronous)."""
+        tools, self.tools = self.tools, None
+        if tools is not None:
+            tools.cancel()
 
     def _final(self, last: Reply, output: Any = None) -> Reply:
         replies = self.replies
@@ -200,18 +203,7 @@ class Loop:
             }
         )
 
-    def settle(self, error: ChatError) -> ChatError:
-        """Give an error of a later round the whole turn's attempts."""
-        error.attempts += sum(r.metrics.attempts for r in self.replies)
-        return error
-
 
 def _sum_optional(values: Any) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
-
-
-def final_metrics(reply: Reply, duration: float) -> Reply:
-    """The reply with the whole turn's duration."""
-    metrics: Metrics = reply.metrics.model_copy(update={"duration": duration})
-    return reply.model_copy(update={"metrics": metrics})

@@ -343,7 +343,10 @@ class ToolRound:
     def cancel(self) -> None:
         """Cancel every running call (synchronous; see ``aclose`` to wait for them)."""
         for task in self._tasks:
-            task.cancel()
+            if not task.done():
+                task.cancel()
+                _detached.add(task)  # asyncio keeps only weak references to tasks
+                task.add_done_callback(_detached.discard)
 
     async def aclose(self, grace: float = CANCEL_GRACE) -> None:
         """Cancel the calls and wait at most ``grace`` seconds; stragglers are left detached."""
@@ -351,10 +354,8 @@ class ToolRound:
         running = [t for t in self._tasks if not t.done()]
         if running:
             _, still = await asyncio.wait(running, timeout=grace)
-            for task in still:
-                log.warning("a tool call ignored cancellation; leaving it running detached")
-                _detached.add(task)
-                task.add_done_callback(_detached.discard)
+            if still:
+                log.warning("%d tool call(s) ignored cancellation: left running", len(still))
 
 
 async def run_tool_calls(

@@ -342,3 +342,39 @@ async def test_aclose_returns_although_a_tool_ignores_cancellation(
     assert not finish.is_set()  # the tool was still running when aclose() returned
     finish.set()
     await asyncio.sleep(0.01)
+
+
+async def test_each_round_is_one_model_call_for_observers(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrumentation seam sees one call per round and one end of the whole turn."""
+    from aiostream_chat import _observe
+
+    seen: list[tuple[Any, ...]] = []
+
+    class Recorder:
+        def call_started(self, round_index: int, request: Any) -> None:
+            seen.append(("call_started", round_index, len(request.body["messages"])))
+
+        def retrying(self, attempt: int, delay: float, error: Any) -> None:
+            seen.append(("retrying", attempt))
+
+        def first_chunk(self, seconds: float) -> None:
+            pass
+
+        def call_ended(self, reply: Any, error: Any) -> None:
+            seen.append(("call_ended", reply.stop_reason if reply else None))
+
+        def turn_ended(self, reply: Any, error: Any, cancelled: bool) -> None:
+            seen.append(("turn_ended", len(reply.messages) if reply else None, cancelled))
+
+    monkeypatch.setattr(_observe, "observer_factory", lambda info: Recorder())
+    fake_bedrock.responder = agent([ToolUse("weather", {"city": "Paris"})])
+    await make_conv(tools=[weather]).send("Paris?")
+    assert seen == [
+        ("call_started", 0, 1),
+        ("call_ended", "tool_use"),
+        ("call_started", 1, 3),
+        ("call_ended", "end_turn"),
+        ("turn_ended", 4, False),
+    ]
