@@ -215,6 +215,29 @@ def test_sse_chat_serves_page_streams_turn_and_stores_it() -> None:
 
 
 @web_deps
+def test_sse_chat_shows_tool_calls_as_they_happen() -> None:
+    """sse_chat: a question about the time makes the (emulated) model call local_time; the
+    page gets tool and tool_result events before the answer, and one turn is stored."""
+    import httpx
+
+    with serve(SERVERS["sse_chat"]) as url, httpx.Client(base_url=url, timeout=10) as client:
+        client.get("/")
+        with client.stream("POST", "/chat", json={"prompt": "What time is it?"}) as response:
+            events = sse_events(response.iter_lines())
+        names = [name for name, _ in events]
+        assert names.index("tool") < names.index("tool_result") < len(names) - 1
+        tool = dict(events)["tool"]
+        assert tool == {"name": "local_time", "input": {"city": "Paris"}}
+        assert dict(events)["tool_result"] == {"name": "local_time", "status": "success"}
+        text = "".join(data["text"] for name, data in events if name == "delta")
+        assert text.startswith("Let me check the clock. Based on the tools: It is ")
+        assert "UTC (the server's clock; Paris may differ)." in text
+        assert events[-1] == ("done", events[-1][1]) and events[-1][1]["turns"] == 1
+        stored = client.get("/history").json()
+        assert stored["turns"] == 1 and stored["messages"][0]["text"] == "What time is it?"
+
+
+@web_deps
 def test_websocket_chat_streams_turn_and_stop_leaves_history() -> None:
     """websocket_chat: a prompt streams deltas then done; "stop" mid-reply answers stopped
     with the stored turns unchanged; reconnecting shows the stored history."""
