@@ -66,6 +66,7 @@ from ._models import (
     ToolUseBlock,
     Usage,
 )
+from ._otel import instrument, uninstrument
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
@@ -138,7 +139,9 @@ __all__ = [
     "UnknownEvent",
     "Usage",
     "__version__",
+    "instrument",
     "tool",
+    "uninstrument",
 ]
 
 # Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.

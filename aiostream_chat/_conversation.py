@@ -8,7 +8,7 @@ from typing import Any
 import aioboto3
 
 from ._client import ClientManager
-from ._config import Timeouts
+from ._config import Timeouts, check_turn_timeouts
 from ._errors import ConversationBusyError
 from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
@@ -16,6 +16,7 @@ from ._models import (
     Message,
     Reply,
     ToolSpec,
+    Usage,
 )
 from ._output import OutputSpec
 from ._request import Request, build_request
@@ -24,9 +25,27 @@ from ._state import ConversationState
 from ._stream import ChatStream
 from ._tool_loop import DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_TOOL_TIMEOUT, Loop, check_limits
 from ._tools import as_tools
-from ._validate import Prompt, check_type, user_message
+from ._validate import (
+    Prompt,
+    check_client,
+    check_history,
+    check_next,
+    check_type,
+    user_message,
+)
 
 __all__ = ["AsyncConversation"]
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The field-by-field sum of two usages."""
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
+        cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
+    )
 
 
 class _ConversationTurn:
@@ -88,6 +107,7 @@ class _ConversationTurn:
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
         conv._history = (*conv._history, *added)
+        conv._usage = add_usage(conv._usage, reply.usage)
 
     def release(self) -> None:
         conv = self._conv
@@ -132,15 +152,12 @@ class AsyncConversation:
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError("max_connections must be an int")
+            raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if isinstance(history, str | bytes):
-            raise TypeError("history must be an iterable of Message")
-        messages = tuple(history)
-        for message in messages:
-            if not isinstance(message, Message):
-                raise TypeError(f"history must hold Message objects, not {type(message).__name__}")
+        check_type("session", session, aioboto3.Session)
+        check_client(client)
+        messages = check_history(history)
         self._model_id = model_id
         self._system = system
         self._history: tuple[Message, ...] = messages
@@ -150,6 +167,7 @@ class AsyncConversation:
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
         self._turn_options: dict[str, Any] = {}  # per-turn settings of a fan-out's forks
+        self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
         self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
@@ -175,6 +193,11 @@ class AsyncConversation:
     def history(self) -> tuple[Message, ...]:
         """A snapshot of the completed turns' messages."""
         return self._history
+
+    @property
+    def usage(self) -> Usage:
+        """Token usage summed over this conversation's completed turns (not its forks')."""
+        return self._usage
 
     @property
     def busy(self) -> bool:
@@ -204,9 +227,11 @@ class AsyncConversation:
         structured answer: ``OutputDelta`` events while it streams, ``Reply.output`` at the end.
         """
         message = user_message(prompt)
+        check_next(self._history, message)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_turn_timeouts(self._timeouts, timeouts)
         check_limits(tool_timeout, max_tool_rounds)
         turn_tools = self._tools if tools is None else as_tools(tools)
         spec = None
@@ -256,6 +281,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._usage = Usage()
         child._clients = self._clients.borrow()
         return child
 
