@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from pydantic import create_model as _create_model
 
 from ._models import ToolResultBlock, ToolSpec, ToolUseBlock
+from ._validate import check_tools
 
 __all__ = [
     "CANCEL_GRACE",
@@ -240,20 +241,19 @@ def tool(
 
 def as_tools(tools: Any) -> tuple[ToolSpec, ...]:
     """``tools=`` as given: ``ToolSpec``/``Tool`` kept, plain functions wrapped as ``Tool``."""
-    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
-        raise TypeError(f"tools must be a sequence of ToolSpec, not {type(tools).__name__}")
-    checked: list[ToolSpec] = []
-    for item in tools:
-        if isinstance(item, ToolSpec):
-            checked.append(item)
-        elif callable(item) and not isinstance(item, type):
-            checked.append(Tool.from_function(item))
-        else:
-            raise TypeError(f"tools must hold ToolSpec objects, not {type(item).__name__}")
+    if isinstance(tools, Iterable) and not isinstance(tools, str | bytes | BaseModel):
+        tools = [_wrap(item) for item in tools]
+    checked = check_tools(tools)  # the same TypeErrors as for any other tools=
     names = [t.name for t in checked]
     if len(set(names)) != len(names):
         raise ValueError(f"tool names must be unique, got {names}")
-    return tuple(checked)
+    return checked
+
+
+def _wrap(item: Any) -> Any:
+    if callable(item) and not isinstance(item, type | ToolSpec):
+        return Tool.from_function(item)
+    return item
 
 
 def result_block(tool_use_id: str, value: Any) -> ToolResultBlock:
