@@ -238,6 +238,34 @@ def test_sse_chat_shows_tool_calls_as_they_happen() -> None:
 
 
 @web_deps
+def test_websocket_chat_shows_tool_calls_as_they_happen() -> None:
+    """websocket_chat: asked the time, the (emulated) model calls local_time; tool and
+    tool_result messages come before the answer, and one turn is stored."""
+    import httpx
+    from websockets.sync.client import connect
+
+    with serve(SERVERS["websocket_chat"]) as url:
+        cookie = httpx.get(url, timeout=10).cookies["chat_session"]
+        ws_url = url.replace("http://", "ws://") + "ws"
+        headers = {"Cookie": f"chat_session={cookie}"}
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            assert json.loads(ws.recv(10))["type"] == "history"
+            ws.send(json.dumps({"type": "prompt", "text": "What time is it?"}))
+            messages = []
+            while (message := json.loads(ws.recv(10)))["type"] not in ("done", "error"):
+                messages.append(message)
+            kinds = [m["type"] for m in messages]
+            assert kinds.index("tool") < kinds.index("tool_result") < len(kinds) - 1
+            assert messages[kinds.index("tool")]["name"] == "local_time"
+            assert messages[kinds.index("tool_result")]["status"] == "success"
+            assert message["type"] == "done" and message["turns"] == 1
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            history = json.loads(ws.recv(10))
+            assert history["turns"] == 1
+            assert history["messages"][0] == {"role": "user", "text": "What time is it?"}
+
+
+@web_deps
 def test_websocket_chat_streams_turn_and_stop_leaves_history() -> None:
     """websocket_chat: a prompt streams deltas then done; "stop" mid-reply answers stopped
     with the stored turns unchanged; reconnecting shows the stored history."""
