@@ -285,8 +285,9 @@ async def test_total_bounds_retries(fake_bedrock: FakeBedrock, make_conv: MakeCo
     assert 2 <= attempts <= 4
     assert [type(r.error) for r in retries] == [FirstTokenTimeoutError] * (attempts - 1)
     assert stream.status == "failed"
-    # An attempt cut before the emulator read its request is never seen there.
-    assert attempts - 1 <= len(fake_bedrock.requests) <= attempts
+    # An attempt cut before the emulator read its request is never seen there (on a loaded
+    # machine, any attempt's 0.2 s may run out before the request arrives).
+    assert 1 <= len(fake_bedrock.requests) <= attempts
     await _assert_cut_short(fake_bedrock, len(fake_bedrock.requests))
 
 
