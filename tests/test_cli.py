@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -471,3 +472,25 @@ async def test_ctrl_c_during_fan_out_says_what_was_written_exit_130(
     )
     disconnects = await fake_bedrock.wait_for_disconnects(4)
     assert not any(d.completed for d in disconnects)
+
+
+async def test_emulator_command_with_its_port_taken_is_one_line_exit_2() -> None:
+    """`python -m aiostream_chat.testing --port N` with N already in use prints one line
+    naming the address and the reason, exits 2, and shows no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-W", "error::ResourceWarning", "-m", "aiostream_chat.testing",
+            "--port", str(port), env=ENV, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert out == b""
+    line = assert_one_line(err.decode())
+    assert line == (
+        f"python -m aiostream_chat.testing: error: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    )
