@@ -110,8 +110,9 @@ async def test_readme_program_runs_against_the_emulator(
     code: str, fake_bedrock: FakeBedrock, tmp_path: Path
 ) -> None:
     """The block runs as a program (a separate Python process, as a user would run it), with
-    the emulator as its Bedrock endpoint: exit status 0, no traceback, output printed, and the
-    emulator answered every request it sent."""
+    the emulator as its Bedrock endpoint: exit status 0, no traceback, something printed, and
+    (unless the block starts an emulator of its own) the emulator got its requests and ended
+    every response it began."""
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
     env = {
@@ -129,9 +130,10 @@ async def test_readme_program_runs_against_the_emulator(
     out, err = await asyncio.wait_for(proc.communicate(), 45)
     assert proc.returncode == 0, err.decode()
     assert "Traceback" not in err.decode()
-    assert "You asked about" in out.decode()  # the emulator's answer reached the output
-    assert fake_bedrock.requests
-    assert {r.model_id for r in fake_bedrock.requests} == {"us.amazon.nova-micro-v1:0"}
+    assert out.strip()
+    if "FakeBedrock(" not in code:
+        assert fake_bedrock.requests, "the block never reached the emulator"
+        await fake_bedrock.assert_all_closed()
 
 
 @pytest.mark.parametrize("code", TEST_MODULES)
