@@ -21,12 +21,14 @@ from ._errors import (
     ModelNotReadyError,
     ModelStreamError,
     ModelTimeoutError,
+    OutputValidationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
     ThrottlingError,
+    ToolLoopError,
     TotalTimeoutError,
     TransportError,
 )
@@ -37,10 +39,13 @@ from ._events import (
     MessageStart,
     MessageStop,
     Metadata,
+    OutputDelta,
     ReasoningDelta,
     Retrying,
     StreamEvent,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     ToolUseDelta,
     ToolUseStart,
     TurnCompleted,
@@ -72,6 +77,7 @@ from ._otel import instrument, uninstrument
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
+from ._tools import Tool, tool
 
 try:
     __version__ = version("aiostream-chat")
@@ -112,6 +118,8 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputDelta",
+    "OutputValidationError",
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
@@ -131,6 +139,10 @@ __all__ = [
     "Thinking",
     "ThrottlingError",
     "Timeouts",
+    "Tool",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolLoopError",
     "ToolResultBlock",
     "ToolSpec",
     "ToolUseBlock",
@@ -145,6 +157,7 @@ __all__ = [
     "VideoBlock",
     "__version__",
     "instrument",
+    "tool",
     "uninstrument",
 ]
 

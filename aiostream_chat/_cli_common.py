@@ -23,7 +23,8 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "CliError",
-    "Interrupt",
+    "Interrupted",
+    "check_region",
     "describe",
     "open_conversation",
     "positive_int",
@@ -46,10 +47,11 @@ class CliError(Exception):
         self.status = status
 
 
-class Interrupt:
-    """What a command was doing, told in the one line printed if Ctrl-C comes."""
+class Interrupted(CliError):
+    """Ctrl-C stopped the command; the message says what was left undone (may be empty)."""
 
-    note = ""
+    def __init__(self, note: str = "") -> None:
+        super().__init__(note, EXIT_INTERRUPTED)
 
 
 def positive_int(text: str) -> int:
@@ -89,6 +91,15 @@ def _inference(args: argparse.Namespace) -> InferenceConfig | None:
     return InferenceConfig(max_tokens=args.max_tokens, temperature=args.temperature)
 
 
+def check_region(args: argparse.Namespace) -> None:
+    """Without ``--emulator``, a region must come from ``--region`` or the AWS configuration."""
+    if args.emulator:
+        return
+    region = args.region if args.region is not None else aioboto3.Session().region_name
+    if not (region or "").strip():
+        raise CliError("no AWS region: pass --region (or set AWS_REGION)", EXIT_USAGE)
+
+
 def _options(args: argparse.Namespace, model_id: str) -> RequestOptions | None:
     """``--thinking BUDGET`` as RequestOptions, checked for this model before any I/O."""
     if getattr(args, "thinking", None) is None:
@@ -118,7 +129,7 @@ async def open_conversation(args: argparse.Namespace) -> AsyncIterator[AsyncConv
     }
     if not args.emulator:
         async with AsyncConversation(
-            args.model, region_name=args.region, endpoint_url=args.endpoint_url, **settings
+            args.model, region_name=args.region or None, endpoint_url=args.endpoint_url, **settings
         ) as conv:
             yield conv
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aioboto3
@@ -20,16 +20,18 @@ from ._models import (
     Usage,
 )
 from ._options import RequestOptions, check_options
+from ._output import OutputSpec
 from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
+from ._tool_loop import DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_TOOL_TIMEOUT, Loop, check_limits
+from ._tools import as_tools
 from ._validate import (
     Prompt,
     check_client,
     check_history,
     check_next,
-    check_tools,
     check_type,
     user_message,
 )
@@ -55,6 +57,7 @@ class _ConversationTurn:
         "_conv",
         "_inference",
         "_options",
+        "_output",
         "_stream",
         "_tools",
         "model_id",
@@ -67,11 +70,13 @@ class _ConversationTurn:
         user_message: Message,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
+        output: OutputSpec | None = None,
         options: RequestOptions | None = None,
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._output = output
         self._options = options
         self._stream: ChatStream | None = None
         self.model_id = conv._model_id
@@ -93,7 +98,7 @@ class _ConversationTurn:
 
     def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
-        return build_request(
+        request = build_request(
             model_id=conv._model_id,
             messages=(*conv._history, *added),
             system=conv._system,
@@ -102,6 +107,9 @@ class _ConversationTurn:
             options=self._options,
             history_len=len(conv._history),
         )
+        if self._output is None:
+            return request
+        return Request(model_id=request.model_id, body=self._output.apply(request.body))
 
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
@@ -131,7 +139,7 @@ class AsyncConversation:
         system: str | None = None,
         history: Iterable[Message] = (),
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[ToolSpec | Callable[..., Any]] = (),
         client: Any = None,
         session: aioboto3.Session | None = None,
         region_name: str | None = None,
@@ -163,13 +171,14 @@ class AsyncConversation:
         self._system = system
         self._history: tuple[Message, ...] = messages
         self._inference = inference
-        self._tools = check_tools(tools)
+        self._tools = as_tools(tools)
         self._options = options
         if options is not None:
             self._check_options(options, inference, self._tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._turn_options: dict[str, Any] = {}  # per-turn settings of a fan-out's forks
         self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
         self._open_streams: set[ChatStream | None] = set()
@@ -214,12 +223,22 @@ class AsyncConversation:
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
         options: RequestOptions | None = None,
     ) -> ChatStream:
-        """A stream for one turn; no I/O happens until it is iterated or entered."""
+        """A stream for one turn; no I/O happens until it is iterated or entered.
+
+        Tools that can run (``Tool``, ``@tool``, plain functions) are run by the stream when
+        the model asks for them, each under ``tool_timeout``, for at most ``max_tool_rounds``
+        rounds. ``output`` (a pydantic model or any type pydantic validates) asks for a
+        structured answer: ``OutputDelta`` events while it streams, ``Reply.output`` at the end.
+        """
         message = user_message(prompt)
         check_next(self._history, message)
         check_type("inference", inference, InferenceConfig)
@@ -227,31 +246,53 @@ class AsyncConversation:
         check_type("timeouts", timeouts, Timeouts)
         check_type("options", options, RequestOptions)
         check_turn_timeouts(self._timeouts, timeouts)
-        turn_tools = self._tools if tools is None else check_tools(tools)
+        check_limits(tool_timeout, max_tool_rounds)
+        turn_tools = self._tools if tools is None else as_tools(tools)
         turn_inference = inference or self._inference
         turn_options = options or self._options
         if turn_options is not None:
             self._check_options(turn_options, turn_inference, turn_tools)
-        turn = _ConversationTurn(self, message, turn_inference, turn_tools, turn_options)
-        return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
+        spec = None
+        if output is not None:
+            spec = OutputSpec(output, model_id=self._model_id, retries=output_retries)
+        loop = Loop(
+            message,
+            turn_tools,
+            output=spec,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+        )
+        turn = _ConversationTurn(
+            self, message, turn_inference, turn_tools, spec, options=turn_options
+        )
+        stream = ChatStream(turn, retry or self._retry, timeouts or self._timeouts, loop)
+        return turn.bind(stream)
 
     async def send(
         self,
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
         options: RequestOptions | None = None,
     ) -> Reply:
-        """Run a whole turn and return its reply."""
+        """Run a whole turn and return its reply (``reply.output`` with ``output=``)."""
         stream = self.stream(
             prompt,
             inference=inference,
             tools=tools,
             retry=retry,
             timeouts=timeouts,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+            output=output,
+            output_retries=output_retries,
             options=options,
         )
         async with stream:
@@ -272,10 +313,18 @@ class AsyncConversation:
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
+        output: Any = None,
     ) -> list[Reply | BaseException]:
-        """Answer each prompt on its own fork of the current history, results in input order."""
+        """Answer each prompt on its own fork of the current history, results in input order.
+
+        With ``output=`` every reply carries its parsed ``output``.
+        """
         return await fan_out(
-            self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
+            self,
+            prompts,
+            concurrency=concurrency,
+            return_exceptions=return_exceptions,
+            output=output,
         )
 
     def fan_out_stream(self, prompts: Iterable[Prompt], *, concurrency: int = 16) -> FanOutStream:
@@ -325,7 +374,8 @@ class AsyncConversation:
             model_id=self._model_id,
             system=self._system,
             inference=self._inference,
-            tools=self._tools,
+            # A snapshot holds what Bedrock sees of a tool; functions are not data.
+            tools=tuple(ToolSpec(**t.model_dump()) for t in self._tools),
             options=self._options,
             history=self._history,
         )

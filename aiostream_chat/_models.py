@@ -296,6 +296,10 @@ class Reply(Frozen):
     reasoning: str = ""
     request_id: str | None = None
     trace: dict[str, Any] | None = None
+    messages: tuple[Message, ...] = ()
+    """Every message the turn added to the history, the prompt first (tool rounds included)."""
+    output: Any = None
+    """The structured answer, parsed and validated, when the turn asked for ``output=``."""
     service_tier: str | None = None
     """The service tier Bedrock reported in ``metadata`` (see ``Metadata.service_tier``)."""
     latency: str | None = None
