@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pty
 import select
 import signal
 import subprocess
@@ -133,9 +134,9 @@ def test_quickstart_streams_then_prints_message_and_usage() -> None:
     assert "History: 4 messages" in out
 
 
-def test_fan_out_answers_every_prompt_with_a_progress_bar() -> None:
-    """fan_out.py: all eight prompts are answered in input order, the progress bar on
-    stderr reaches 8/8, and the parent conversation's history stays empty."""
+def test_fan_out_answers_every_prompt_without_a_bar_off_a_terminal() -> None:
+    """fan_out.py: all eight prompts are answered in input order and the parent
+    conversation's history stays empty; with stderr not a terminal, no bar is drawn."""
     proc = run_example("fan_out.py", "--concurrency", "8")
     out = proc.stdout
     for number in range(1, 9):
@@ -144,8 +145,8 @@ def test_fan_out_answers_every_prompt_with_a_progress_bar() -> None:
     assert "You asked about What is MVCC" in out
     assert "8 answered, 0 failed" in out
     assert "Parent history: 0 messages" in out
-    assert "] 8/8 done, 0 failed" in proc.stderr
-    assert proc.stderr.count("/8 done") > 2  # redrawn as it goes (text mode turns \r to \n)
+    assert "done, 0 failed" not in proc.stderr
+    assert proc.stderr == ""
 
 
 def test_timeouts_and_retries_keeps_history_clean() -> None:
@@ -313,3 +314,79 @@ def test_aiohttp_service_streams_turns_per_session() -> None:
         assert [m["role"] for m in alice["messages"]] == ["user", "assistant"]
         assert c.get("/sessions/bob").json()["messages"] == []
         assert c.post("/sessions/alice/messages", json={"prompt": ""}).status_code == 400
+
+
+INSTALL_EXAMPLES = "pip install -e '.[examples]'"
+# Run a web example with one package of the 'examples' extra made unimportable.
+WITHOUT = """
+import runpy, sys
+sys.modules[sys.argv[1]] = None  # as if not installed
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "missing"),
+    [
+        ("sse_chat", "uvicorn"),
+        ("sse_chat", "starlette"),
+        ("websocket_chat", "uvicorn"),
+        ("websocket_chat", "websockets"),
+        ("websocket_chat", "starlette"),
+    ],
+)
+def test_web_example_without_its_extra_names_the_install_command(app: str, missing: str) -> None:
+    """Without a package of the 'examples' extra, a web example prints one line naming the
+    missing package and the install command (the same command as its docstring and the
+    README), exits 1, and shows no traceback."""
+    path = SERVERS[app]
+    proc = subprocess.run(
+        [*PYTHON, "-c", WITHOUT, missing, str(path)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == f"examples/{app} needs the {missing!r} package: {INSTALL_EXAMPLES}\n"
+    assert INSTALL_EXAMPLES in (ast.get_docstring(ast.parse(path.read_text())) or "")
+    assert INSTALL_EXAMPLES in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_fan_out_bar_is_drawn_on_a_terminal_only() -> None:
+    """fan_out.py with stderr on a terminal draws the bar and redraws it up to 8/8; with
+    stderr redirected (the other tests) it draws nothing."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*PYTHON, str(EXAMPLES / "fan_out.py"), "--concurrency", "8"],
+            env=ENV,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+        )
+        os.close(slave)
+        shown = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the example has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    terminal = shown.decode()
+    assert terminal.count("\r[") > 2  # drawn in place and redrawn
+    assert "] 8/8 done, 0 failed" in terminal
+    assert_clean(terminal)
+    assert "8 answered, 0 failed" in out

@@ -1,4 +1,4 @@
-"""The public surface matches ../shared/API.md name for name."""
+"""The public surface matches the API contract (API.md) name for name."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A chat web page whose replies stream from Bedrock over Server-Sent Events.
 
 Run with:
-    pip install 'aiostream-chat[examples]'
+    pip install -e '.[examples]'                    # the web extras, from a clone
     python examples/sse_chat/app.py                 # bundled emulator; open http://127.0.0.1:8000
     python examples/sse_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
     python examples/sse_chat/app.py --tracing       # print each turn's spans on stderr
@@ -53,13 +53,17 @@ from typing import Annotated, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
 
-import uvicorn
-from _emulator import add_bedrock_arguments, bedrock
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from _emulator import add_bedrock_arguments, bedrock, missing_extra
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+except ImportError as missing:  # the 'examples' extra is not installed
+    sys.exit(missing_extra("examples/sse_chat", missing))
 
 from aiostream_chat import (
     AsyncConversation,

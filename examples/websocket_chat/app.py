@@ -1,7 +1,7 @@
 """A chat web page whose replies stream from Bedrock over a WebSocket.
 
 Run with:
-    pip install 'aiostream-chat[examples]'
+    pip install -e '.[examples]'                    # the web extras, from a clone
     python examples/websocket_chat/app.py           # bundled emulator; open http://127.0.0.1:8000
     python examples/websocket_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
 
@@ -42,14 +42,19 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
 
-import uvicorn
-from _emulator import add_bedrock_arguments, bedrock
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from _emulator import add_bedrock_arguments, bedrock, missing_extra
+
+try:
+    import uvicorn
+    import websockets  # noqa: F401  (uvicorn serves WebSockets with it)
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.staticfiles import StaticFiles
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+except ImportError as missing:  # the 'examples' extra is not installed
+    sys.exit(missing_extra("examples/websocket_chat", missing))
 
 from aiostream_chat import (
     AsyncConversation,
