@@ -22,6 +22,7 @@ from aiostream_chat import (
     RetryPolicy,
     TextDelta,
     ThrottlingError,
+    Timeouts,
     TurnCompleted,
     TurnFailed,
 )
@@ -417,7 +418,13 @@ async def test_no_leaked_connections_after_1000_concurrent_turns_with_faults(
     server saw ends in a recorded disconnect, no stream stays open, no pooled connection is
     left checked out, and each prompt has its outcome in place."""
     fake_bedrock.responder = _faulty
-    conv = make_conv(max_connections=1000, retry=RetryPolicy(max_attempts=2))
+    # 1,000 connections opened at once can take longer than the default 10 s connect timeout
+    # on a loaded 2-core machine; this test pins cleanup, not connect speed.
+    conv = make_conv(
+        max_connections=1000,
+        retry=RetryPolicy(max_attempts=2),
+        timeouts=Timeouts(connect=120, first_token=120),
+    )
     results = await conv.fan_out(
         [f"prompt {i}" for i in range(1000)], concurrency=1000, return_exceptions=True
     )
