@@ -12,6 +12,7 @@ from ._errors import (
     ChatError,
     ConnectionLostError,
     ConversationBusyError,
+    ConversationConflictError,
     FirstTokenTimeoutError,
     IdleTimeoutError,
     IncompleteStreamError,
@@ -23,6 +24,7 @@ from ._errors import (
     ModelTimeoutError,
     ResourceNotFoundError,
     ServiceUnavailableError,
+    StoreError,
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
@@ -61,8 +63,11 @@ from ._models import (
     ToolUseBlock,
     Usage,
 )
+from ._redis_store import RedisStore
 from ._retry import RetryPolicy
+from ._sqlite_store import SQLiteStore
 from ._state import ConversationState
+from ._store import ConversationStore
 from ._stream import ChatStream
 
 try:
@@ -82,7 +87,9 @@ __all__ = [
     "ContentBlockStart",
     "ContentBlockStop",
     "ConversationBusyError",
+    "ConversationConflictError",
     "ConversationState",
+    "ConversationStore",
     "FirstTokenTimeoutError",
     "IdleTimeoutError",
     "IncompleteStreamError",
@@ -101,11 +108,14 @@ __all__ = [
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
+    "RedisStore",
     "Reply",
     "ResourceNotFoundError",
     "RetryPolicy",
     "Retrying",
+    "SQLiteStore",
     "ServiceUnavailableError",
+    "StoreError",
     "StreamClosedError",
     "StreamDecodeError",
     "StreamEvent",

@@ -16,15 +16,22 @@ ChatError                      every failure of a turn; carries request_id, atte
 │   ├── ConnectionLostError      connection refused, reset or aborted
 │   ├── IncompleteStreamError    the stream ended without messageStop
 │   └── StreamDecodeError        a frame was malformed or failed its checksum
-└── StreamTimeoutError         a deadline passed; also a builtin TimeoutError
-    ├── FirstTokenTimeoutError   no content arrived in time after an attempt started (retryable)
-    ├── IdleTimeoutError         the stream stalled between events
-    └── TotalTimeoutError        the turn's whole budget ran out (never retried)
+├── StreamTimeoutError         a deadline passed; also a builtin TimeoutError
+│   ├── FirstTokenTimeoutError   no content arrived in time after an attempt started (retryable)
+│   ├── IdleTimeoutError         the stream stalled between events
+│   └── TotalTimeoutError        the turn's whole budget ran out (never retried)
+├── ConversationConflictError  the stored conversation moved on; this turn's commit wrote nothing
+└── StoreError                 the store could not be reached; ``.reply`` keeps the turn's reply
 
 ConversationBusyError and StreamClosedError are RuntimeErrors: they report misuse, not failure.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import Reply
 
 __all__ = [
     "AccessDeniedError",
@@ -32,6 +39,7 @@ __all__ = [
     "ChatError",
     "ConnectionLostError",
     "ConversationBusyError",
+    "ConversationConflictError",
     "FirstTokenTimeoutError",
     "IdleTimeoutError",
     "IncompleteStreamError",
@@ -43,6 +51,7 @@ __all__ = [
     "ModelTimeoutError",
     "ResourceNotFoundError",
     "ServiceUnavailableError",
+    "StoreError",
     "StreamClosedError",
     "StreamDecodeError",
     "StreamTimeoutError",
@@ -168,6 +177,18 @@ class IdleTimeoutError(StreamTimeoutError):
 
 class TotalTimeoutError(StreamTimeoutError):
     pass
+
+
+class ConversationConflictError(ChatError):
+    """The stored conversation changed since this turn began; the commit wrote nothing."""
+
+
+class StoreError(ChatError):
+    """The conversation store failed or could not be reached; ``reply`` holds the turn's reply."""
+
+    def __init__(self, message: str, *, reply: Reply | None = None, attempts: int = 1) -> None:
+        super().__init__(message, attempts=attempts)
+        self.reply = reply
 
 
 class ConversationBusyError(RuntimeError):

@@ -61,6 +61,12 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # Section 10 (stores and shared limits) and the errors of section 11 that go with it.
+    "ConversationStore",
+    "SQLiteStore",
+    "RedisStore",
+    "ConversationConflictError",
+    "StoreError",
 }
 
 
