@@ -49,6 +49,7 @@ from ._events import (
     TurnFailed,
     UnknownEvent,
 )
+from ._limiter import Limiter
 from ._models import (
     ContentBlock,
     InferenceConfig,
@@ -96,6 +97,7 @@ __all__ = [
     "InferenceConfig",
     "InternalServerError",
     "InvalidRequestError",
+    "Limiter",
     "Message",
     "MessageStart",
     "MessageStop",

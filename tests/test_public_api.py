@@ -65,6 +65,7 @@ API_NAMES = {
     "ConversationStore",
     "SQLiteStore",
     "RedisStore",
+    "Limiter",
     "ConversationConflictError",
     "StoreError",
 }
