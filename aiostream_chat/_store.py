@@ -16,12 +16,25 @@ Failures to reach the database raise ``StoreError``. Cancellation is never swall
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ConversationStore", "StoredConversation", "check_id", "new_owner"]
+from ._errors import ConversationBusyError
+
+__all__ = [
+    "Binding",
+    "ConversationStore",
+    "StoredConversation",
+    "check_id",
+    "check_ttl",
+    "new_owner",
+]
+
+log = logging.getLogger("aiostream_chat")
 
 # Long enough for any id users build from user/session ids, short enough for a key.
 _ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
@@ -85,3 +98,86 @@ def check_ttl(ttl: object) -> float:
     if not ttl > 0:
         raise ValueError(f"lease_ttl must be positive, not {ttl}")
     return float(ttl)
+
+
+class Binding:
+    """A conversation's link to its record: one turn at a time takes the lease, reads the
+    history, keeps the lease alive while it streams, commits, and lets go.
+
+    ``release()`` is synchronous (it runs in every turn's cleanup, cancelled or not): it stops
+    the renewal and drops the lease in a background task that ``aclose()`` waits for.
+    """
+
+    def __init__(self, store: ConversationStore, conversation_id: str, lease_ttl: float) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.lease_ttl = lease_ttl
+        self.version = 0
+        self._owner: str | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def load(self) -> str | None:
+        """The stored state JSON (None if the id is new); remembers its version."""
+        record = await self.store.load(self.conversation_id)
+        self.version = 0 if record is None else record.version
+        return None if record is None else record.state
+
+    async def begin(self) -> str | None:
+        """Take the lease (ConversationBusyError if another turn holds it), then re-read."""
+        owner = self._owner = new_owner()
+        try:
+            if not await self.store.acquire(self.conversation_id, owner, self.lease_ttl):
+                self._owner = None
+                raise ConversationBusyError(
+                    f"a turn is already in flight on conversation {self.conversation_id!r} "
+                    "(in this or another process)"
+                )
+            state = await self.load()
+        except BaseException:
+            self.release()  # the lease may have been taken before a cancellation arrived
+            raise
+        self._renewer = asyncio.create_task(self._renew(owner))
+        return state
+
+    async def commit(self, state: str) -> None:
+        """Compare-and-set ``state`` onto the version this turn started from."""
+        owner = self._owner
+        if owner is None:
+            raise RuntimeError("commit() without a turn in flight")
+        self.version = await self.store.commit(self.conversation_id, state, self.version, owner)
+
+    def release(self) -> None:
+        """Stop renewing and drop the lease (in the background); idempotent."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            task = asyncio.ensure_future(self._release(owner, renewer))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _release(self, owner: str, renewer: asyncio.Task[None] | None) -> None:
+        if renewer is not None:
+            await asyncio.wait([renewer])  # a renewal in flight must not outlive the release
+        try:
+            await self.store.release(self.conversation_id, owner)
+        except Exception as exc:  # the lease then expires after its TTL
+            log.warning("could not release the lease on %r: %s", self.conversation_id, exc)
+
+    async def _renew(self, owner: str) -> None:
+        """Renew the lease every third of its TTL while the turn is in flight."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                if not await self.store.renew(self.conversation_id, owner, self.lease_ttl):
+                    log.warning("lost the lease on %r; the commit will fail", self.conversation_id)
+                    return
+            except Exception as exc:  # a store outage: keep trying while the TTL lasts
+                log.warning("could not renew the lease on %r: %s", self.conversation_id, exc)
+
+    async def aclose(self) -> None:
+        """Wait for lease releases still in flight."""
+        while self._pending:
+            await asyncio.wait(list(self._pending))
