@@ -6,8 +6,9 @@ streak, pause end, bucket levels and their time stamp), ``...:slots`` and ``...:
 server's clock. A slot expires unless its process renews it, so a crashed process frees its
 slots after ``slot_ttl`` seconds.
 
-Waiting is polling: in each process one waiter at a time asks Redis, every few milliseconds
-while the limit is reached, or after the exact wait a bucket or a pause names. Releases and
+Waiting: in each process one waiter at a time asks Redis. While the limit is reached it
+blocks on a wake-up list that every release pushes to (``BLPOP``, at most ``_POLL`` seconds,
+so a lost wake-up costs little); a bucket or a pause names its exact wait. Releases and
 reports run in the background (``Permit.release`` is synchronous); ``aclose()`` waits for
 them.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -28,6 +28,8 @@ from ._retry import RetryPolicy
 __all__ = ["RedisLimiter"]
 
 log = logging.getLogger("aiostream_chat")
+
+_POLL = 0.05  # seconds a waiter blocks for a wake-up before asking again
 
 # The refill both scripts share: ARGV rpm and tpm per minute, `now` in ms.
 _REFILL = """
@@ -86,6 +88,9 @@ elseif maxf > 0 and ARGV[5] == 'throttled' and tonumber(ARGV[6]) == epoch then
 end
 redis.call('HSET', KEYS[1], 'limit', limit, 'epoch', epoch, 'resume', resume, 'streak', streak,
   'rl', rl, 'tl', tl, 'stamp', now)
+redis.call('RPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], -64, -1)
+redis.call('PEXPIRE', KEYS[4], 60000)
 return 1
 """
 )
@@ -154,7 +159,7 @@ class RedisLimiter(Limiter):
         self._release_script = self._redis.register_script(_RELEASE)
         self._touch = self._redis.register_script(_TOUCH)
         base = f"{prefix}:limiter:{{{name}}}"
-        self._keys = [f"{base}:state", f"{base}:slots", f"{base}:admitted"]
+        self._keys = [f"{base}:state", f"{base}:slots", f"{base}:admitted", f"{base}:wake"]
         self._slot_ms = int(slot_ttl * 1000)
         self._gate = asyncio.Lock()  # one poller per process; the others queue here (FIFO)
         self._held: dict[str, _RedisPermit] = {}
@@ -178,8 +183,13 @@ class RedisLimiter(Limiter):
                 )
                 if granted:
                     break
-                # Poll a full limit every few ms (jittered so processes interleave).
-                await asyncio.sleep(wait / 1000 if wait > 0 else random.uniform(0.002, 0.008))
+                if wait > 0:
+                    await asyncio.sleep(wait / 1000)
+                else:  # full: wait for a release to push a wake-up token (or poll again soon)
+                    await guarded(
+                        lambda: self._redis.blpop([self._keys[3]], timeout=_POLL),
+                        "wait for a limiter slot",
+                    )
         permit = _RedisPermit(self, permit_id, int(epoch))
         self._held[permit_id] = permit
         if self._heartbeat is None or self._heartbeat.done():
@@ -187,7 +197,8 @@ class RedisLimiter(Limiter):
         return permit
 
     async def _admit(self, permit_id: str) -> None:
-        await self._touch(keys=self._keys[1:], args=[self._slot_ms, "admit", permit_id])
+        args: list[str | int] = [self._slot_ms, "admit", permit_id]
+        await guarded(lambda: self._touch(keys=self._keys[1:], args=args), "report a slot")
 
     async def _release(self, permit: _RedisPermit, outcome: Outcome, tokens: int) -> None:
         if permit.admit is not None:
@@ -195,7 +206,9 @@ class RedisLimiter(Limiter):
         policy = RetryPolicy()
         pause = [int(policy.delay(1) * 1000), int(policy.max_delay * 1000)]
         args = [permit.id, *self._args(), outcome, permit.epoch, max(0, tokens), *pause]
-        await self._release_script(keys=self._keys, args=args)
+        await guarded(
+            lambda: self._release_script(keys=self._keys, args=args), "release a limiter slot"
+        )
 
     def _report(self, call: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a release or report in the background; failures are logged (slots expire)."""

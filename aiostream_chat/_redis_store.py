@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore", "connect", "guarded"]
 
+# Seconds between attempts of a call whose connection was lost.
+_RECONNECT_DELAYS = (0.05, 0.2, 0.5)
+
 T = TypeVar("T")
 
 _ACQUIRE = """
@@ -41,15 +44,20 @@ return 1
 """
 
 # KEYS: conv, lease. ARGV: state, version the turn started from, owner. -> new version or -1.
+# A successful commit also drops the owner's lease: the turn is over.
 _COMMIT = """
 local cur = redis.call('HMGET', KEYS[1], 'version', 'committed_by')
 local version = tonumber(cur[1]) or 0
 local expected = tonumber(ARGV[2])
-if version == expected + 1 and cur[2] == ARGV[3] then return version end
 local holder = redis.call('GET', KEYS[2])
+if version == expected + 1 and cur[2] == ARGV[3] then
+  if holder == ARGV[3] then redis.call('DEL', KEYS[2]) end
+  return version
+end
 if holder and holder ~= ARGV[3] then return -1 end
 if version ~= expected then return -1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'version', version + 1, 'committed_by', ARGV[3])
+if holder then redis.call('DEL', KEYS[2]) end
 return version + 1
 """
 
@@ -76,21 +84,29 @@ async def guarded(call: Callable[[], Awaitable[T]], what: str) -> T:
     redis-py's asyncio client has swallowed a CancelledError (redis/redis-py#2028). The call
     runs in its own task; this task waits with ``asyncio.wait``, which a cancellation
     interrupts whatever the inner task does; the inner task is then cancelled and left to
-    finish on its own.
+    finish on its own. A lost connection is retried a few times within about a second, which
+    rides out a Redis restart: every call here is safe to repeat (the scripts check before
+    they write, and a repeated commit is recognised).
     """
-    from redis.exceptions import RedisError
+    from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-    inner = asyncio.ensure_future(call())
-    try:
-        await asyncio.wait([inner])
-    except asyncio.CancelledError:
-        inner.cancel()
-        inner.add_done_callback(_retrieve)
-        raise
-    try:
-        return inner.result()
-    except (RedisError, OSError) as exc:
-        raise StoreError(f"Redis failed to {what}: {exc}") from exc
+    for retry in range(len(_RECONNECT_DELAYS) + 1):
+        inner = asyncio.ensure_future(call())
+        try:
+            await asyncio.wait([inner])
+        except asyncio.CancelledError:
+            inner.cancel()
+            inner.add_done_callback(_retrieve)
+            raise
+        try:
+            return inner.result()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if retry == len(_RECONNECT_DELAYS):
+                raise StoreError(f"Redis failed to {what}: {exc}") from exc
+            await asyncio.sleep(_RECONNECT_DELAYS[retry])
+        except RedisError as exc:
+            raise StoreError(f"Redis failed to {what}: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -139,17 +139,19 @@ class SQLiteStore:
                     "SELECT version, committed_by FROM conversations WHERE id = ?",
                     (conversation_id,),
                 ).fetchone()
-                if row is not None and row[0] == version + 1 and row[1] == owner:
-                    return version + 1  # this very commit already landed (a retried call)
-                if lease is not None and lease[0] != owner and lease[1] > time.time():
-                    return None
-                if (row[0] if row is not None else 0) != version:
-                    return None
-                db.execute(
-                    "INSERT OR REPLACE INTO conversations (id, state, version, committed_by) "
-                    "VALUES (?, ?, ?, ?)",
-                    (conversation_id, state, version + 1, owner),
-                )
+                landed = row is not None and row[0] == version + 1 and row[1] == owner
+                if not landed:  # (else this very commit already landed: a retried call)
+                    if lease is not None and lease[0] != owner and lease[1] > time.time():
+                        return None
+                    if (row[0] if row is not None else 0) != version:
+                        return None
+                    db.execute(
+                        "INSERT OR REPLACE INTO conversations (id, state, version, committed_by) "
+                        "VALUES (?, ?, ?, ?)",
+                        (conversation_id, state, version + 1, owner),
+                    )
+                sql = "DELETE FROM leases WHERE id = ? AND owner = ?"
+                db.execute(sql, (conversation_id, owner))  # the turn is over
                 return version + 1
 
         new_version = await self._run(commit)

@@ -7,9 +7,9 @@ in flight. Stores implement four promises, each atomic in the backing database:
 - ``acquire`` takes the lease only if nobody else holds an unexpired one;
 - ``renew`` extends it only while the caller still holds it; ``release`` drops it likewise;
 - ``commit`` writes the new state only if the version is still the one the turn started
-  from and no other owner holds the lease; otherwise it raises ``ConversationConflictError``
-  and writes nothing. A commit retried after a lost reply (same owner, same version) is
-  recognised and reports success instead of a conflict.
+  from and no other owner holds the lease, and drops the caller's lease in the same step;
+  otherwise it raises ``ConversationConflictError`` and writes nothing. A commit retried
+  after a lost reply (same owner, same version) is recognised and reports success.
 
 Failures to reach the database raise ``StoreError``. Cancellation is never swallowed.
 """
@@ -20,8 +20,9 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ._errors import ConversationBusyError
 
@@ -69,7 +70,8 @@ class ConversationStore(Protocol):
         ...
 
     async def commit(self, conversation_id: str, state: str, version: int, owner: str) -> int:
-        """Store ``state`` if the record is still at ``version``; returns the new version."""
+        """Store ``state`` if the record is still at ``version`` and drop ``owner``'s lease;
+        returns the new version."""
         ...
 
     async def aclose(self) -> None:
@@ -125,6 +127,8 @@ class Binding:
 
     async def begin(self) -> str | None:
         """Take the lease (ConversationBusyError if another turn holds it), then re-read."""
+        if self._pending:  # this binding's last lease release: let it land first
+            await asyncio.wait(list(self._pending))
         owner = self._owner = new_owner()
         try:
             if not await self.store.acquire(self.conversation_id, owner, self.lease_ttl):
@@ -146,6 +150,13 @@ class Binding:
         if owner is None:
             raise RuntimeError("commit() without a turn in flight")
         self.version = await self.store.commit(self.conversation_id, state, self.version, owner)
+        # The commit dropped the lease: nothing is left to release (no window where a next
+        # turn would find it busy).
+        self._owner = None
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            self._track(self._settle(renewer))
 
     def release(self) -> None:
         """Stop renewing and drop the lease (in the background); idempotent."""
@@ -154,9 +165,17 @@ class Binding:
             renewer.cancel()
         owner, self._owner = self._owner, None
         if owner is not None:
-            task = asyncio.ensure_future(self._release(owner, renewer))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._track(self._release(owner, renewer))
+        elif renewer is not None:
+            self._track(self._settle(renewer))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, renewer: asyncio.Task[None]) -> None:
+        await asyncio.wait([renewer])
 
     async def _release(self, owner: str, renewer: asyncio.Task[None] | None) -> None:
         if renewer is not None:

@@ -140,6 +140,15 @@ async def test_commit_conflicts_while_another_owner_holds_the_lease(make_store: 
     assert await store.commit("c1", "mine", 0, "owner-b") == 1
 
 
+async def test_commit_drops_the_committers_lease(make_store: MakeStore) -> None:
+    """A successful commit ends the turn: its lease is gone in the same step, so the next turn
+    (from any process) can start at once."""
+    a, b = make_store(), make_store()
+    assert await a.acquire("c1", "owner-a", 30)
+    assert await a.commit("c1", "s", 0, "owner-a") == 1
+    assert await b.acquire("c1", "owner-b", 30)
+
+
 def test_stores_satisfy_the_protocol(tmp_path: Path) -> None:
     """Both stores are ConversationStores (runtime-checkable protocol)."""
     assert isinstance(SQLiteStore(tmp_path / "x.db"), ConversationStore)
