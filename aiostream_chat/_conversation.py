@@ -9,7 +9,8 @@ import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts
-from ._errors import ConversationBusyError
+from ._errors import ConversationBusyError, StoreError
+from ._limiter import Limiter
 from ._models import (
     InferenceConfig,
     Message,
@@ -19,6 +20,7 @@ from ._models import (
 )
 from ._retry import RetryPolicy
 from ._state import ConversationState
+from ._store import Binding, ConversationStore, check_id, check_ttl
 from ._stream import RAW_BODY, ChatStream, Turn
 from ._transport import json_body
 from ._validate import Prompt, check_tools, check_type, user_message
@@ -49,6 +51,9 @@ class _ConversationTurn(Turn):
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._claimed = False
+
+        self.limiter = conv._limiter
 
     def begin(self, stream: ChatStream) -> dict[str, Any]:
         conv = self._conv
@@ -59,6 +64,32 @@ class _ConversationTurn(Turn):
             )
         conv._active = stream
         conv._clients.streams.add(stream)
+        return self._params(stream)
+
+    async def claim(self, stream: ChatStream) -> dict[str, Any] | None:
+        binding = self._conv._binding
+        if binding is None:
+            return None
+        self._claimed = True
+        state = await binding.begin()
+        if state is not None:
+            self._conv._history = ConversationState.model_validate_json(state).history
+        return self._params(stream)
+
+    async def commit(self, stream: ChatStream, reply: Reply) -> None:
+        conv = self._conv
+        binding = conv._binding
+        if binding is None:
+            return
+        history = (*conv._history, stream.user_message, reply.message)
+        state = conv._state(history).model_dump_json()
+        try:
+            await binding.commit(state)
+        except StoreError as exc:
+            raise StoreError(str(exc), reply=reply, attempts=reply.metrics.attempts) from exc
+
+    def _params(self, stream: ChatStream) -> dict[str, Any]:
+        conv = self._conv
         history = (*conv._history, stream.user_message)
         messages = [m.to_bedrock() for m in history]
         params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
@@ -77,6 +108,9 @@ class _ConversationTurn(Turn):
 
     def end(self, stream: ChatStream, reply: Reply | None) -> None:
         conv = self._conv
+        if self._claimed and conv._binding is not None:
+            self._claimed = False
+            conv._binding.release()
         if reply is not None:
             conv._history = (*conv._history, stream.user_message, reply.message)
         if conv._active is stream:
@@ -105,6 +139,7 @@ class AsyncConversation:
         max_connections: int = 100,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         if not isinstance(model_id, str):
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
@@ -114,6 +149,7 @@ class AsyncConversation:
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_type("limiter", limiter, Limiter)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
@@ -134,6 +170,8 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._limiter = limiter
+        self._binding: Binding | None = None
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -204,6 +242,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._binding = None  # a fork is an independent copy, never committed to the store
         child._clients = self._clients.borrow()
         return child
 
@@ -235,13 +274,44 @@ class AsyncConversation:
 
     def snapshot(self) -> ConversationState:
         """The settings and history, without credentials or clients."""
+        return self._state(self._history)
+
+    def _state(self, history: tuple[Message, ...]) -> ConversationState:
         return ConversationState(
             model_id=self._model_id,
             system=self._system,
             inference=self._inference,
             tools=self._tools,
-            history=self._history,
+            history=history,
         )
+
+    @classmethod
+    async def open(
+        cls,
+        store: ConversationStore,
+        conversation_id: str,
+        model_id: str,
+        *,
+        lease_ttl: float = 30.0,
+        **settings: Any,
+    ) -> AsyncConversation:
+        """A conversation bound to ``conversation_id`` in ``store``, its history loaded.
+
+        Each turn takes the id's lease (``ConversationBusyError`` while another process has a
+        turn in flight on it), re-reads the history, and commits with a compare-and-set.
+        """
+        if not isinstance(store, ConversationStore):
+            raise TypeError(f"store must be a ConversationStore, not {type(store).__name__}")
+        check_id(conversation_id)
+        if "history" in settings:
+            raise TypeError("open() loads the history from the store; do not pass history=")
+        binding = Binding(store, conversation_id, check_ttl(lease_ttl))
+        conv = cls(model_id, **settings)
+        state = await binding.load()
+        if state is not None:
+            conv._history = ConversationState.model_validate_json(state).history
+        conv._binding = binding
+        return conv
 
     @classmethod
     def from_state(cls, state: ConversationState, **client_kwargs: Any) -> AsyncConversation:
@@ -270,6 +340,8 @@ class AsyncConversation:
         """Close any open stream, then the client if this conversation opened it. Idempotent."""
         if self._active is not None:
             await self._active.aclose()
+        if self._binding is not None:
+            await self._binding.aclose()
         await self._clients.aclose()
 
     def __repr__(self) -> str:

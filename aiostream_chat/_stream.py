@@ -27,6 +27,7 @@ from ._errors import (
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
+    ThrottlingError,
     TotalTimeoutError,
 )
 from ._events import (
@@ -38,6 +39,7 @@ from ._events import (
     ToolUseDelta,
     UnknownEvent,
 )
+from ._limiter import Limiter, Outcome, Permit
 from ._models import Message, Metrics, Reply
 from ._transport import open_converse_stream
 
@@ -83,6 +85,15 @@ class Turn:
 
     async def client(self) -> Any:
         raise NotImplementedError
+
+    limiter: Limiter | None = None
+
+    async def claim(self, stream: ChatStream) -> dict[str, Any] | None:
+        """Before the first attempt: claim shared state; new request parameters, if any."""
+        return None
+
+    async def commit(self, stream: ChatStream, reply: Reply) -> None:
+        """Before the turn completes: persist it (may raise; then the turn fails)."""
 
 
 class _Failure:
@@ -158,6 +169,7 @@ class ChatStream:
         self._attempt_start = 0.0
         self._first_token: float | None = None
         self._request_id: str | None = None
+        self._permit: Permit | None = None
 
     # -- public surface --------------------------------------------------------------------
 
@@ -256,8 +268,13 @@ class ChatStream:
             return
         data = await self._with_deadline(self._body.read())
         self._check_open()  # closed by another task while the read was completing
+        if self._permit is not None and data:
+            self._permit.admitted()
         if not data:
-            self._finish()
+            reply = self._complete()
+            await self._turn.commit(self, reply)
+            self._check_open()
+            self._finish(reply)
             return
         try:
             frames = self._decode(data)
@@ -314,6 +331,9 @@ class ChatStream:
         return event
 
     async def _open_attempt(self) -> None:
+        if self._attempt == 0 and (params := await self._turn.claim(self)) is not None:
+            self._params = params
+            self._raw_body = self._params.pop(RAW_BODY, None)
         if self._backoff is not None:
             delay, self._backoff = self._backoff, None
             await self._with_deadline(asyncio.sleep(delay), backoff=True)
@@ -324,6 +344,10 @@ class ChatStream:
         self._first_token = None
         client = await self._turn.client()
         self._check_open()  # closed by another task while the client was being created
+        limiter = self._turn.limiter
+        if limiter is not None:
+            self._permit = await limiter.acquire(retry=self._attempt > 1)
+            self._check_open()
         # The attempt (and its first-token clock) starts with the request, not with creating
         # the client on first use, which is local setup and not time spent waiting on Bedrock.
         self._attempt_start = time.monotonic()
@@ -382,7 +406,7 @@ class ChatStream:
             }
             raise error(what.get(error, "timed out")) from exc
 
-    def _finish(self) -> None:
+    def _complete(self) -> Reply:
         """The body ended cleanly: the turn completes only if messageStop came."""
         if self._decoder.pending or self._acc.stop is None:
             raise IncompleteStreamError(
@@ -395,7 +419,13 @@ class ChatStream:
             duration=now - self._turn_start,
             attempts=self._attempt,
         )
-        self._reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
+        reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
+        self._release_permit("completed", reply.usage.total_tokens)
+        return reply
+
+    def _finish(self, reply: Reply) -> None:
+        self._reply = reply
+        metrics = reply.metrics
         self._status = "completed"
         self._turn.end(self, self._reply)
         log.debug("turn completed: attempts=%d duration=%.3fs", self._attempt, metrics.duration)
@@ -406,6 +436,7 @@ class ChatStream:
         if self._status == "cancelled":
             raise StreamClosedError("the stream was closed") from exc
         error = map_exception(exc, content_started=self._acc.content_started)
+        self._release_permit("throttled" if isinstance(error, ThrottlingError) else "failed")
         if error is None:  # not a failure we know: still never leave the turn open
             self._settle("failed")
             raise exc
@@ -443,6 +474,11 @@ class ChatStream:
         )
         return True
 
+    def _release_permit(self, outcome: Outcome, tokens: int = 0) -> None:
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.release(outcome, tokens)
+
     def _close_body(self) -> None:
         body, self._body = self._body, None
         if body is not None:
@@ -466,6 +502,7 @@ class ChatStream:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
         self._interrupt()
         self._close_body()
+        self._release_permit("failed")
         if self._status in ("pending", "streaming"):
             was_started = self._status == "streaming"
             self._status = "cancelled"
