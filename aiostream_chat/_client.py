@@ -41,12 +41,19 @@ class ClientManager:
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock: asyncio.Lock | None = None
         self._closed = False
-        # Open streams of this conversation and its forks, closed before the client is.
-        self.streams: set[Any] = set()
 
     @property
-    def owned(self) -> bool:
+    def owns_client(self) -> bool:
+        """True when this manager opened (or will open) the client and so closes it."""
         return self._owned
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint requests go to, once the client is open (else the one configured)."""
+        client = self._client
+        if client is not None:
+            return str(client.meta.endpoint_url)
+        return self._endpoint_url
 
     async def get(self) -> Any:
         if self._closed:
@@ -96,9 +103,6 @@ class ClientManager:
         if self._closed:
             return
         self._closed = True
-        if self._owned:
-            for stream in list(self.streams):
-                await stream.aclose()
         stack, self._stack = self._stack, None
         if self._owned:
             self._client = None
@@ -115,10 +119,13 @@ class _Borrowed(ClientManager):
         super().__init__(client=None)
         self._parent = parent
         self._owned = False
-        self.streams = parent.streams
 
     async def get(self) -> Any:
         return await self._parent.get()
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self._parent.endpoint_url
 
     async def aclose(self) -> None:
         self._closed = True

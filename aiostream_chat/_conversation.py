@@ -3,122 +3,122 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts
 from ._errors import ConversationBusyError, StoreError
+from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._limiter import Limiter
 from ._models import (
     InferenceConfig,
     Message,
-    RawBlock,
     Reply,
     ToolSpec,
 )
+from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._store import Binding, ConversationStore, check_id, check_ttl
-from ._stream import RAW_BODY, ChatStream, Turn
-from ._transport import json_body
+from ._stream import ChatStream
 from ._validate import Prompt, check_tools, check_type, user_message
-
-if TYPE_CHECKING:
-    from ._fanout import FanOutStream
 
 __all__ = ["AsyncConversation"]
 
 
-def _stand_in(message: Message) -> dict[str, Any]:
-    blocks = (
-        {"text": "(content block)"} if isinstance(b, RawBlock) else b.to_bedrock()
-        for b in message.content
+class _ConversationTurn:
+    """Binds one stream to its conversation and its per-turn settings (the stream's ``Turn``)."""
+
+    __slots__ = (
+        "_claimed",
+        "_conv",
+        "_inference",
+        "_stream",
+        "_tools",
+        "limiter",
+        "model_id",
+        "user_message",
     )
-    return {"role": message.role, "content": list(blocks)}
-
-
-class _ConversationTurn(Turn):
-    """Binds one stream to its conversation and its per-turn settings."""
 
     def __init__(
         self,
         conv: AsyncConversation,
+        user_message: Message,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
-        self._claimed = False
-
+        self._stream: ChatStream | None = None
+        self.model_id = conv._model_id
+        self.user_message = user_message
         self.limiter = conv._limiter
+        self._claimed = False  # holds the store's lease
 
-    def begin(self, stream: ChatStream) -> dict[str, Any]:
+    def bind(self, stream: ChatStream) -> ChatStream:
+        self._stream = stream
+        return stream
+
+    async def begin(self) -> None:
         conv = self._conv
-        if conv._active is not None and conv._active is not stream:
+        if conv._active is not None:
             raise ConversationBusyError(
                 "a turn is already in flight on this conversation; use fork() or fan_out() "
                 "for concurrent turns"
             )
-        conv._active = stream
-        conv._clients.streams.add(stream)
-        return self._params(stream)
-
-    async def claim(self, stream: ChatStream) -> dict[str, Any] | None:
-        binding = self._conv._binding
-        if binding is None:
-            return None
-        self._claimed = True
-        state = await binding.begin()
-        if state is not None:
-            self._conv._history = ConversationState.model_validate_json(state).history
-        return self._params(stream)
-
-    async def commit(self, stream: ChatStream, reply: Reply) -> None:
-        conv = self._conv
+        conv._active = self._stream
+        conv._open_streams.add(self._stream)
         binding = conv._binding
         if binding is None:
             return
-        history = (*conv._history, stream.user_message, reply.message)
-        state = conv._state(history).model_dump_json()
-        try:
-            await binding.commit(state)
-        except StoreError as exc:
-            raise StoreError(str(exc), reply=reply, attempts=reply.metrics.attempts) from exc
+        try:  # the store's lease (busy elsewhere?) and the history as committed by anyone
+            state = await binding.begin()
+        except BaseException:
+            self.release()
+            raise
+        self._claimed = True
+        if state is not None:
+            conv._history = ConversationState.model_validate_json(state).history
 
-    def _params(self, stream: ChatStream) -> dict[str, Any]:
+    def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
-        history = (*conv._history, stream.user_message)
-        messages = [m.to_bedrock() for m in history]
-        params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
-        if conv._system:
-            params["system"] = [{"text": conv._system}]
-        if self._inference is not None and (config := self._inference.to_bedrock()):
-            params["inferenceConfig"] = config
-        if self._tools:
-            params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if any(isinstance(b, RawBlock) for m in history for b in m.content):
-            # botocore would reject blocks newer than its model: it validates a stand-in
-            # and the transport sends the real body (see open_converse_stream).
-            params[RAW_BODY] = json_body(params)
-            params["messages"] = [_stand_in(m) for m in history]
-        return params
+        return build_request(
+            model_id=conv._model_id,
+            messages=(*conv._history, *added),
+            system=conv._system,
+            inference=self._inference,
+            tools=self._tools,
+        )
 
-    def end(self, stream: ChatStream, reply: Reply | None) -> None:
+    async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
-        if self._claimed and conv._binding is not None:
+        history = (*conv._history, *added)
+        if conv._binding is not None:
+            state = conv.snapshot().model_copy(update={"history": history})
+            try:
+                await conv._binding.commit(state.model_dump_json())
+            except StoreError as exc:
+                raise StoreError(str(exc), reply=reply, attempts=reply.metrics.attempts) from exc
+        conv._history = history
+
+    def release(self) -> None:
+        conv = self._conv
+        if self._claimed:
             self._claimed = False
-            conv._binding.release()
-        if reply is not None:
-            conv._history = (*conv._history, stream.user_message, reply.message)
-        if conv._active is stream:
+            if conv._binding is not None:
+                conv._binding.release()
+        if conv._active is self._stream:
             conv._active = None
-        conv._clients.streams.discard(stream)
+        conv._open_streams.discard(self._stream)
 
     async def client(self) -> Any:
         return await self._conv._clients.get()
+
+    def endpoint_url(self) -> str | None:
+        return self._conv._clients.endpoint_url
 
 
 class AsyncConversation:
@@ -171,7 +171,9 @@ class AsyncConversation:
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
         self._limiter = limiter
-        self._binding: Binding | None = None
+        self._binding: Binding | None = None  # set by open(): the conversation's store record
+        # Open streams of this conversation and its forks, closed before an owned client is.
+        self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -218,8 +220,8 @@ class AsyncConversation:
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
         turn_tools = self._tools if tools is None else check_tools(tools)
-        turn = _ConversationTurn(self, inference or self._inference, turn_tools)
-        return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
+        turn = _ConversationTurn(self, message, inference or self._inference, turn_tools)
+        return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
 
     async def send(
         self,
@@ -242,7 +244,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
-        child._binding = None  # a fork is an independent copy, never committed to the store
+        child._binding = None  # an independent copy: never committed to the store
         child._clients = self._clients.borrow()
         return child
 
@@ -254,8 +256,6 @@ class AsyncConversation:
         return_exceptions: bool = False,
     ) -> list[Reply | BaseException]:
         """Answer each prompt on its own fork of the current history, results in input order."""
-        from ._fanout import fan_out
-
         return await fan_out(
             self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
         )
@@ -266,23 +266,18 @@ class AsyncConversation:
         An async iterator (of ``tuple[int, StreamEvent]``) and an async context manager;
         ``aclose()`` cancels every turn still running.
         """
-        from ._fanout import fan_out_stream
-
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
     # -- state -----------------------------------------------------------------------------
 
     def snapshot(self) -> ConversationState:
         """The settings and history, without credentials or clients."""
-        return self._state(self._history)
-
-    def _state(self, history: tuple[Message, ...]) -> ConversationState:
         return ConversationState(
             model_id=self._model_id,
             system=self._system,
             inference=self._inference,
             tools=self._tools,
-            history=history,
+            history=self._history,
         )
 
     @classmethod
@@ -297,14 +292,16 @@ class AsyncConversation:
     ) -> AsyncConversation:
         """A conversation bound to ``conversation_id`` in ``store``, its history loaded.
 
-        Each turn takes the id's lease (``ConversationBusyError`` while another process has a
-        turn in flight on it), re-reads the history, and commits with a compare-and-set.
+        Each turn takes the id's lease (``ConversationBusyError`` while a turn is in flight on
+        it in any process), re-reads the history, renews the lease every ``lease_ttl / 3``
+        seconds while it streams, and commits with a compare-and-set on the version it read.
+        ``settings`` are the constructor's keyword arguments (history comes from the store).
         """
         if not isinstance(store, ConversationStore):
             raise TypeError(f"store must be a ConversationStore, not {type(store).__name__}")
         check_id(conversation_id)
         if "history" in settings:
-            raise TypeError("open() loads the history from the store; do not pass history=")
+            raise TypeError("open() loads the history from the store; history= is not accepted")
         binding = Binding(store, conversation_id, check_ttl(lease_ttl))
         conv = cls(model_id, **settings)
         state = await binding.load()
@@ -338,10 +335,14 @@ class AsyncConversation:
 
     async def aclose(self) -> None:
         """Close any open stream, then the client if this conversation opened it. Idempotent."""
-        if self._active is not None:
+        if self._clients.owns_client:
+            for stream in list(self._open_streams):
+                if stream is not None:
+                    await stream.aclose()
+        elif self._active is not None:
             await self._active.aclose()
         if self._binding is not None:
-            await self._binding.aclose()
+            await self._binding.aclose()  # lease releases still in flight
         await self._clients.aclose()
 
     def __repr__(self) -> str:

@@ -22,8 +22,9 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
+from ._redis_limiter import RedisLimiter
 from ._retry import RetryPolicy
 
 __all__ = ["AdaptiveLimiter", "Limiter", "Outcome", "Permit", "pause_policy"]
@@ -136,7 +137,7 @@ def _check_limit(name: str, value: object) -> int | None:
     return value
 
 
-class Permit:
+class Permit(Protocol):
     """One attempt's right to send a request; release it exactly once with the outcome."""
 
     def admitted(self) -> None:
@@ -190,15 +191,19 @@ class Limiter:
         tokens_per_minute: int | None = None,
     ) -> Limiter:
         """A limiter shared through Redis by every process that uses ``name``."""
-        from ._redis_limiter import RedisLimiter
-
-        return RedisLimiter(
-            url,
-            name,
+        limiter = SharedLimiter(
             max_in_flight=max_in_flight,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
         )
+        limiter.engine = RedisLimiter(
+            url,
+            name,
+            max_in_flight=limiter.max_in_flight,
+            requests_per_minute=limiter.requests_per_minute,
+            tokens_per_minute=limiter.tokens_per_minute,
+        )
+        return limiter
 
     async def acquire(self, *, retry: bool = False) -> Permit:
         """Wait until a request may start; ``retry`` asks to go first (it waited longest)."""
@@ -245,7 +250,7 @@ class Bucket:
         self.level -= amount
 
 
-class _LocalPermit(Permit):
+class _LocalPermit:
     def __init__(self, limiter: LocalLimiter, epoch: int) -> None:
         self._limiter = limiter
         self._epoch = epoch
@@ -317,3 +322,15 @@ class LocalLimiter(Limiter):
             await asyncio.sleep(delay)
         if self.requests is not None:
             self.requests.take(1.0)
+
+
+class SharedLimiter(Limiter):
+    """``Limiter.redis``: the checked limits in front of the Redis engine."""
+
+    engine: RedisLimiter
+
+    async def acquire(self, *, retry: bool = False) -> Permit:
+        return await self.engine.acquire(retry=retry)
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()

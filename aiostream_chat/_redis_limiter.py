@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from ._limiter import Limiter, Outcome, Permit
 from ._redis_store import connect, guarded
 from ._retry import RetryPolicy
 
@@ -111,7 +110,7 @@ return 1
 """
 
 
-class _RedisPermit(Permit):
+class _RedisPermit:
     def __init__(self, limiter: RedisLimiter, permit_id: str, epoch: int) -> None:
         self._limiter = limiter
         self.id = permit_id
@@ -123,15 +122,18 @@ class _RedisPermit(Permit):
         if self.admit is None and not self._released:
             self.admit = self._limiter._report(self._limiter._admit(self.id))
 
-    def release(self, outcome: Outcome, tokens: int = 0) -> None:
+    def release(self, outcome: str, tokens: int = 0) -> None:
         if not self._released:
             self._released = True
             self._limiter._held.pop(self.id, None)
             self._limiter._report(self._limiter._release(self, outcome, tokens))
 
 
-class RedisLimiter(Limiter):
-    """``Limiter.redis``: a limiter whose state lives in Redis under ``name``."""
+class RedisLimiter:
+    """The engine behind ``Limiter.redis``: limits whose state lives in Redis under ``name``.
+
+    Arguments are checked by ``Limiter``; this module stays below ``_limiter`` (no cycle).
+    """
 
     def __init__(
         self,
@@ -144,11 +146,9 @@ class RedisLimiter(Limiter):
         prefix: str = "aiostream_chat",
         slot_ttl: float = 30.0,
     ) -> None:
-        super().__init__(
-            max_in_flight=max_in_flight,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-        )
+        self.max_in_flight = max_in_flight
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not name or "{" in name or "}" in name:
@@ -170,7 +170,7 @@ class RedisLimiter(Limiter):
     def _args(self) -> list[str | int]:
         return [self.max_in_flight or 0, self.requests_per_minute or 0, self.tokens_per_minute or 0]
 
-    async def acquire(self, *, retry: bool = False) -> Permit:
+    async def acquire(self, *, retry: bool = False) -> _RedisPermit:
         """Wait for a slot and the rate buckets in Redis (``retry`` has no priority here)."""
         if self._closed:
             raise RuntimeError("the limiter is closed")
@@ -200,7 +200,7 @@ class RedisLimiter(Limiter):
         args: list[str | int] = [self._slot_ms, "admit", permit_id]
         await guarded(lambda: self._touch(keys=self._keys[1:], args=args), "report a slot")
 
-    async def _release(self, permit: _RedisPermit, outcome: Outcome, tokens: int) -> None:
+    async def _release(self, permit: _RedisPermit, outcome: str, tokens: int) -> None:
         if permit.admit is not None:
             await asyncio.wait([permit.admit])  # in order: admitted, then released
         policy = RetryPolicy()

@@ -28,6 +28,7 @@ from _common import MODEL, parser, run, server, session
 from aiostream_chat import AsyncConversation, ConversationStore, RedisStore, SQLiteStore
 
 PROMPT = "bench n=5 delay=0"
+TURNS_PER_CONVERSATION = 20
 
 
 def _free_port() -> int:
@@ -60,31 +61,37 @@ def p99(values: list[float]) -> float:
 async def measure(
     make: Callable[[str], Awaitable[AsyncConversation]], rounds: int, concurrency: int
 ) -> tuple[list[float], float, float]:
-    """(sequential latencies, sequential turns/s, concurrent turns/s)."""
-    conv = await make("seq")
+    """(sequential latencies, sequential turns/s, concurrent turns/s).
+
+    Every conversation takes at most ``TURNS_PER_CONVERSATION`` turns, so requests and stored
+    states stay short and alike on every side.
+    """
     latencies: list[float] = []
+    blocks = -(-rounds // TURNS_PER_CONVERSATION)
+    convs = [await make(f"seq{i}") for i in range(blocks)]
     try:
-        await conv.send(PROMPT)  # warm-up: client, connection, store
+        await convs[0].send(PROMPT)  # warm-up: client, connection, store
         start = time.perf_counter()
-        for _ in range(rounds):
+        for i in range(rounds):
             t0 = time.perf_counter()
-            await conv.send(PROMPT)
+            await convs[i // TURNS_PER_CONVERSATION].send(PROMPT)
             latencies.append(time.perf_counter() - t0)
         sequential = rounds / (time.perf_counter() - start)
     finally:
-        await conv.aclose()
+        for c in convs:
+            await c.aclose()
     convs = [await make(f"par{i}") for i in range(concurrency)]
     try:
         await asyncio.gather(*(c.send(PROMPT) for c in convs))
-        jobs = iter(range(rounds))
+        per = -(-rounds // concurrency)
 
         async def worker(c: AsyncConversation) -> None:
-            for _ in jobs:
+            for _ in range(per):
                 await c.send(PROMPT)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(c) for c in convs))
-        concurrent = rounds / (time.perf_counter() - start)
+        concurrent = per * concurrency / (time.perf_counter() - start)
     finally:
         for c in convs:
             await c.aclose()
@@ -112,7 +119,9 @@ def main() -> None:
                 results = {}
                 for name, store in stores.items():
 
-                    async def make(cid: str, store: ConversationStore | None = store) -> AsyncConversation:
+                    async def make(
+                        cid: str, store: ConversationStore | None = store
+                    ) -> AsyncConversation:
                         if store is None:
                             return AsyncConversation(MODEL, session=session(), endpoint_url=url)
                         return await AsyncConversation.open(
@@ -127,8 +136,10 @@ def main() -> None:
                 proc.wait(10)
         base = statistics.median(results["memory"][0])
         base99 = p99(results["memory"][0])
-        print(f"{rounds} turns per side, concurrency {args.concurrency}, redis appendfsync "
-              f"{args.appendfsync}")
+        print(
+            f"{rounds} turns per side, concurrency {args.concurrency}, redis appendfsync "
+            f"{args.appendfsync}"
+        )
         for name, (lat, seq, par) in results.items():
             med, tail = statistics.median(lat), p99(lat)
             print(
