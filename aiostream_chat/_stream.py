@@ -40,8 +40,6 @@ from ._events import (
     UnknownEvent,
 )
 from ._iterator import StreamIterator, event_of, text_of
-from ._limiter import Outcome as LimiterOutcome
-from ._limiter import Permit
 from ._models import Message, Metrics, Reply
 from ._observe import TurnInfo, TurnObserver
 from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
@@ -88,7 +86,6 @@ class ChatStream:
         self._turn_start = 0.0
         self._observer: TurnObserver | None = None
         self._observed_round = -1  # the last round whose call_started the observer got
-        self._permit: Permit | None = None  # the limiter's, for the attempt in flight
 
     # -- public surface --------------------------------------------------------------------
 
@@ -222,8 +219,6 @@ class ChatStream:
             await self._open_attempt()
             return
         data = await self._guarded(attempt.read(), attempt)
-        if self._permit is not None:
-            self._permit.admitted()
         if not data:
             await self._end_of_body(attempt)
             return
@@ -238,12 +233,13 @@ class ChatStream:
             await self._guarded(asyncio.sleep(delay), None)
         client = await self._guarded(self._turn.client(), None)
         limiter = self._turn.limiter
+        permit = None  # the limiter's slot for this attempt, given back when it ends
         if limiter is not None:
-            self._permit = await self._guarded(limiter.acquire(retry=self._attempts > 0), None)
+            permit = await self._guarded(limiter.acquire(retry=self._attempts > 0), None)
         # The attempt (and its first-token clock) starts with the request, not with creating
         # the client on first use, which is local setup and not time spent waiting on Bedrock.
         self._attempts += 1
-        self._attempt = attempt = Attempt(self._attempts)
+        self._attempt = attempt = Attempt(self._attempts, permit)
         assert self._request is not None
         if self._observer is not None and self._observed_round != self._round:
             self._observed_round = self._round
@@ -258,7 +254,6 @@ class ChatStream:
             attempts=self._attempts,
         )
         reply = attempt.finish(metrics)
-        self._release_permit("completed", reply.usage.total_tokens)
         if self._observer is not None:
             if attempt.first_token is not None:
                 self._observer.first_chunk(attempt.first_token)
@@ -320,13 +315,12 @@ class ChatStream:
     def _on_error(self, exc: BaseException) -> None:
         """Retry when allowed; otherwise fail the turn and raise its error."""
         attempt = self._attempt
-        if attempt is not None:
-            attempt.close()
-        if self._outcome is CANCELLED:
-            raise StreamClosedError("the stream was closed") from exc
         started = attempt is not None and attempt.content_started
         error = map_exception(exc, content_started=started)
-        self._release_permit("throttled" if isinstance(error, ThrottlingError) else "failed")
+        if attempt is not None:
+            attempt.close("throttled" if isinstance(error, ThrottlingError) else "failed")
+        if self._outcome is CANCELLED:
+            raise StreamClosedError("the stream was closed") from exc
         if error is None:  # not a failure we know: still never leave the turn open
             wrapped = ChatError(f"unexpected error: {exc!r}")
             wrapped.__cause__ = exc
@@ -378,17 +372,11 @@ class ChatStream:
         self._queue.clear()
         if self._attempt is not None:
             self._attempt.close()
-        self._release_permit("failed")
         self._turn.release()
         observer, self._observer = self._observer, None
         if observer is not None:
             cancelled = outcome is CANCELLED
             observer.turn_ended(outcome.reply, outcome.error, cancelled)
-
-    def _release_permit(self, outcome: LimiterOutcome, tokens: int = 0) -> None:
-        permit, self._permit = self._permit, None
-        if permit is not None:
-            permit.release(outcome, tokens)
 
     def _abandon(self) -> None:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
@@ -397,7 +385,6 @@ class ChatStream:
             scope.cancel()
         if self._attempt is not None:
             self._attempt.close()
-        self._release_permit("failed")
         if self._outcome is PENDING:
             self._outcome = CANCELLED
         elif self._outcome is STREAMING:
