@@ -7,8 +7,9 @@ runs `rounds` short turns (request + 5 deltas) sequentially, then the same numbe
 `--concurrency` conversations at once, each on its own id. Sides: in memory
 (`AsyncConversation`), `SQLiteStore` (a file in a temporary directory) and `RedisStore`. A
 stored turn costs: lease (1 round trip), re-read (1), commit (1), release (1, in the
-background). Prints turns per second and the median and p99 latency per turn, and the extra
-latency of each store over memory.
+background). Prints turns per second, the median and p99 latency per turn and the client
+process's CPU per turn (the emulator runs in its own process, so this is the SDK's and the
+store client's work), and the extra over memory. Sides alternate in blocks.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def p99(values: list[float]) -> float:
 
 async def measure(
     make: Callable[[str], Awaitable[AsyncConversation]], rounds: int, concurrency: int
-) -> tuple[list[float], float, float]:
-    """(sequential latencies, sequential turns/s, concurrent turns/s).
+) -> tuple[list[float], float, float, float]:
+    """(sequential latencies, sequential turns/s, concurrent turns/s, client CPU per turn).
 
     Every conversation takes at most ``TURNS_PER_CONVERSATION`` turns, so requests and stored
     states stay short and alike on every side.
@@ -70,13 +71,15 @@ async def measure(
     blocks = -(-rounds // TURNS_PER_CONVERSATION)
     convs = [await make(f"seq{i}") for i in range(blocks)]
     try:
-        await convs[0].send(PROMPT)  # warm-up: client, connection, store
-        start = time.perf_counter()
+        for c in convs:  # warm-up: each conversation's client, connection, first store read
+            await c.send(PROMPT)
+        start, cpu0 = time.perf_counter(), time.process_time()
         for i in range(rounds):
             t0 = time.perf_counter()
             await convs[i // TURNS_PER_CONVERSATION].send(PROMPT)
             latencies.append(time.perf_counter() - t0)
         sequential = rounds / (time.perf_counter() - start)
+        cpu = (time.process_time() - cpu0) / rounds
     finally:
         for c in convs:
             await c.aclose()
@@ -95,15 +98,17 @@ async def measure(
     finally:
         for c in convs:
             await c.aclose()
-    return latencies, sequential, concurrent
+    return latencies, sequential, concurrent, cpu
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--blocks", type=int, default=5, help="interleaved blocks per side")
     p.add_argument("--appendfsync", choices=["no", "always"], default="no")
     args = p.parse_args()
     rounds = args.rounds or 200
+    per_block = max(1, rounds // args.blocks)
 
     async def bench() -> None:
         with server() as url, tempfile.TemporaryDirectory() as tmp:
@@ -115,20 +120,28 @@ def main() -> None:
                 "sqlite": sqlite,
                 "redis": redis,
             }
+            results: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {
+                name: ([], [], [], []) for name in stores
+            }
             try:
-                results = {}
-                for name, store in stores.items():
+                # Sides alternate block by block, so drift in machine load hits each alike.
+                for block in range(args.blocks):
+                    for name, store in stores.items():
 
-                    async def make(
-                        cid: str, store: ConversationStore | None = store
-                    ) -> AsyncConversation:
-                        if store is None:
-                            return AsyncConversation(MODEL, session=session(), endpoint_url=url)
-                        return await AsyncConversation.open(
-                            store, cid, MODEL, session=session(), endpoint_url=url
-                        )
+                        async def make(
+                            cid: str, store: ConversationStore | None = store, block: int = block
+                        ) -> AsyncConversation:
+                            if store is None:
+                                return AsyncConversation(MODEL, session=session(), endpoint_url=url)
+                            return await AsyncConversation.open(
+                                store, f"b{block}-{cid}", MODEL, session=session(), endpoint_url=url
+                            )
 
-                    results[name] = await measure(make, rounds, args.concurrency)
+                        lat, seq, par, cpu = await measure(make, per_block, args.concurrency)
+                        results[name][0].extend(lat)
+                        results[name][1].append(seq)
+                        results[name][2].append(par)
+                        results[name][3].append(cpu)
             finally:
                 await sqlite.aclose()
                 await redis.aclose()
@@ -137,15 +150,19 @@ def main() -> None:
         base = statistics.median(results["memory"][0])
         base99 = p99(results["memory"][0])
         print(
-            f"{rounds} turns per side, concurrency {args.concurrency}, redis appendfsync "
-            f"{args.appendfsync}"
+            f"{per_block * args.blocks} turns per side in {args.blocks} interleaved blocks, "
+            f"concurrency {args.concurrency}, redis appendfsync {args.appendfsync}; "
+            "turns/s are medians over blocks"
         )
-        for name, (lat, seq, par) in results.items():
-            med, tail = statistics.median(lat), p99(lat)
+        base_cpu = statistics.median(results["memory"][3])
+        for name, (lat, seq, par, cpu) in results.items():
+            med, tail, c = statistics.median(lat), p99(lat), statistics.median(cpu)
             print(
-                f"{name:>7}: {seq:7.1f} turns/s sequential, {par:7.1f} turns/s concurrent; "
-                f"latency median {med * 1000:6.2f} ms (+{(med - base) * 1000:5.2f}), "
-                f"p99 {tail * 1000:6.2f} ms (+{(tail - base99) * 1000:5.2f})"
+                f"{name:>7}: {statistics.median(seq):6.1f} turns/s sequential, "
+                f"{statistics.median(par):6.1f} turns/s concurrent; latency median "
+                f"{med * 1000:6.2f} ms (+{(med - base) * 1000:5.2f}), "
+                f"p99 {tail * 1000:7.2f} ms (+{(tail - base99) * 1000:6.2f}); "
+                f"client CPU {c * 1000:5.2f} ms/turn (+{(c - base_cpu) * 1000:5.2f})"
             )
 
     run(bench, args.uvloop)
