@@ -64,6 +64,7 @@ from ._models import (
     ToolUseBlock,
     Usage,
 )
+from ._otel import instrument, uninstrument
 from ._redis_store import RedisStore
 from ._retry import RetryPolicy
 from ._sqlite_store import SQLiteStore
@@ -138,6 +139,8 @@ __all__ = [
     "UnknownEvent",
     "Usage",
     "__version__",
+    "instrument",
+    "uninstrument",
 ]
 
 # Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.

@@ -68,6 +68,9 @@ API_NAMES = {
     "Limiter",
     "ConversationConflictError",
     "StoreError",
+    # section 9
+    "instrument",
+    "uninstrument",
 }
 
 
@@ -127,4 +130,4 @@ def test_version_from_metadata() -> None:
 def test_testing_exports_sorted() -> None:
     """aiostream_chat.testing has one sorted __all__ including FakeBedrock and no_backoff."""
     names = aiostream_chat.testing.__all__
-    assert names == sorted(names) and {"FakeBedrock", "no_backoff"} <= set(names)
+    assert names == sorted(names) and {"FakeBedrock", "no_backoff", "set_backoff"} <= set(names)
