@@ -22,6 +22,7 @@ from ._errors import (
     ModelNotReadyError,
     ModelStreamError,
     ModelTimeoutError,
+    OutputValidationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
     StoreError,
@@ -29,6 +30,7 @@ from ._errors import (
     StreamDecodeError,
     StreamTimeoutError,
     ThrottlingError,
+    ToolLoopError,
     TotalTimeoutError,
     TransportError,
 )
@@ -39,10 +41,13 @@ from ._events import (
     MessageStart,
     MessageStop,
     Metadata,
+    OutputDelta,
     ReasoningDelta,
     Retrying,
     StreamEvent,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     ToolUseDelta,
     ToolUseStart,
     TurnCompleted,
@@ -71,6 +76,7 @@ from ._sqlite_store import SQLiteStore
 from ._state import ConversationState
 from ._store import ConversationStore
 from ._stream import ChatStream
+from ._tools import Tool, tool
 
 try:
     __version__ = version("aiostream-chat")
@@ -108,6 +114,8 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputDelta",
+    "OutputValidationError",
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
@@ -127,6 +135,10 @@ __all__ = [
     "TextDelta",
     "ThrottlingError",
     "Timeouts",
+    "Tool",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolLoopError",
     "ToolResultBlock",
     "ToolSpec",
     "ToolUseBlock",
@@ -140,6 +152,7 @@ __all__ = [
     "Usage",
     "__version__",
     "instrument",
+    "tool",
     "uninstrument",
 ]
 

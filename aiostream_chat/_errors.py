@@ -20,6 +20,8 @@ ChatError                      every failure of a turn; carries request_id, atte
 │   ├── FirstTokenTimeoutError   no content arrived in time after an attempt started (retryable)
 │   ├── IdleTimeoutError         the stream stalled between events
 │   └── TotalTimeoutError        the turn's whole budget ran out (never retried)
+├── ToolLoopError              the model kept calling tools for more than max_tool_rounds rounds
+├── OutputValidationError      the model's structured answer failed validation, repair included
 ├── ConversationConflictError  the stored conversation moved on; this turn's commit wrote nothing
 └── StoreError                 the store could not be reached; ``.reply`` keeps the turn's reply
 
@@ -29,7 +31,7 @@ ConversationBusyError and StreamClosedError are RuntimeErrors: they report misus
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._codec import Frame
@@ -51,6 +53,7 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputValidationError",
     "ResourceNotFoundError",
     "ServiceUnavailableError",
     "StoreError",
@@ -58,6 +61,7 @@ __all__ = [
     "StreamDecodeError",
     "StreamTimeoutError",
     "ThrottlingError",
+    "ToolLoopError",
     "TotalTimeoutError",
     "TransportError",
 ]
@@ -222,6 +226,32 @@ class StoreError(ChatError):
     def __init__(self, message: str, *, reply: Reply | None = None, attempts: int = 1) -> None:
         super().__init__(message, attempts=attempts)
         self.reply = reply
+
+
+class ToolLoopError(ChatError):
+    """The model still asked for tools after ``max_tool_rounds`` rounds of them."""
+
+
+class OutputValidationError(ChatError):
+    """The structured answer did not validate, even after the repair round(s)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str,
+        errors: list[dict[str, Any]],
+        request_id: str | None = None,
+        attempts: int = 1,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(
+            message, request_id=request_id, attempts=attempts, partial_text=partial_text
+        )
+        self.raw_text = raw_text
+        """The model's last answer as JSON text (the forced tool's input, or the text)."""
+        self.errors = errors
+        """pydantic's ``ValidationError.errors()`` for that answer."""
 
 
 class ConversationBusyError(RuntimeError):
