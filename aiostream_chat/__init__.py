@@ -12,6 +12,7 @@ from ._errors import (
     ChatError,
     ConnectionLostError,
     ConversationBusyError,
+    ConversationConflictError,
     FirstTokenTimeoutError,
     IdleTimeoutError,
     IncompleteStreamError,
@@ -24,6 +25,7 @@ from ._errors import (
     OutputValidationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
+    StoreError,
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
@@ -52,6 +54,7 @@ from ._events import (
     TurnFailed,
     UnknownEvent,
 )
+from ._limiter import Limiter
 from ._models import (
     CachePoint,
     ContentBlock,
@@ -74,8 +77,11 @@ from ._models import (
 )
 from ._options import Cache, Guardrail, RequestOptions, Thinking
 from ._otel import instrument, uninstrument
+from ._redis_store import RedisStore
 from ._retry import RetryPolicy
+from ._sqlite_store import SQLiteStore
 from ._state import ConversationState
+from ._store import ConversationStore
 from ._stream import ChatStream
 from ._tools import Tool, tool
 
@@ -98,7 +104,9 @@ __all__ = [
     "ContentBlockStart",
     "ContentBlockStop",
     "ConversationBusyError",
+    "ConversationConflictError",
     "ConversationState",
+    "ConversationStore",
     "DocumentBlock",
     "FirstTokenTimeoutError",
     "GuardContent",
@@ -109,6 +117,7 @@ __all__ = [
     "InferenceConfig",
     "InternalServerError",
     "InvalidRequestError",
+    "Limiter",
     "Message",
     "MessageStart",
     "MessageStop",
@@ -123,13 +132,16 @@ __all__ = [
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
+    "RedisStore",
     "Reply",
     "RequestOptions",
     "ResourceNotFoundError",
     "RetryPolicy",
     "Retrying",
     "S3Location",
+    "SQLiteStore",
     "ServiceUnavailableError",
+    "StoreError",
     "StreamClosedError",
     "StreamDecodeError",
     "StreamEvent",

@@ -20,6 +20,7 @@ from ._transport import open_stream
 
 if TYPE_CHECKING:
     from ._events import StreamEvent
+    from ._limiter import Outcome, Permit
     from ._request import Request
     from ._transport import RawBody
 
@@ -51,9 +52,18 @@ class Failure:
 class Attempt:
     """One request and the body it streams back."""
 
-    __slots__ = ("_acc", "_body", "_decoder", "first_token", "number", "request_id", "started")
+    __slots__ = (
+        "_acc",
+        "_body",
+        "_decoder",
+        "_permit",
+        "first_token",
+        "number",
+        "request_id",
+        "started",
+    )
 
-    def __init__(self, number: int) -> None:
+    def __init__(self, number: int, permit: Permit | None = None) -> None:
         self.number = number
         """1 for the first attempt of a turn."""
         self.started = time.monotonic()
@@ -63,6 +73,7 @@ class Attempt:
         self._body: RawBody | None = None
         self._decoder = EventStreamDecoder()
         self._acc = Accumulator()
+        self._permit = permit  # a limiter's slot, given back with the outcome when this ends
 
     @property
     def content_started(self) -> bool:
@@ -80,7 +91,10 @@ class Attempt:
     async def read(self) -> bytes:
         """The next bytes of the body; ``b""`` at its end."""
         assert self._body is not None
-        return await self._body.read()
+        data = await self._body.read()
+        if self._permit is not None:
+            self._permit.admitted()  # Bedrock answered: this attempt is streaming
+        return data
 
     def decode(self, data: bytes) -> list[Frame | Failure]:
         """The frames ``data`` completes; a corrupt one ends the list with its failure.
@@ -126,14 +140,21 @@ class Attempt:
             raise IncompleteStreamError(
                 f"the stream ended without messageStop ({pending} bytes pending)"
             )
-        self.close()
-        return self._acc.reply(metrics=metrics, request_id=self.request_id)
+        reply = self._acc.reply(metrics=metrics, request_id=self.request_id)
+        self._close("completed", reply.usage.total_tokens)
+        return reply
 
-    def close(self) -> None:
+    def close(self, outcome: Outcome = "failed") -> None:
         """Drop the connection now if the body is still open (never pooled half-read)."""
+        self._close(outcome, 0)
+
+    def _close(self, outcome: Outcome, tokens: int) -> None:
         body, self._body = self._body, None
         if body is not None:
             body.close()
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.release(outcome, tokens)
 
 
 def _malformed(message: str, cause: Exception) -> Failure:

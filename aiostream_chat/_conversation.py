@@ -10,8 +10,9 @@ import aioboto3
 from ._client import ClientManager
 from ._config import Timeouts, check_turn_timeouts
 from ._count_tokens import count_tokens
-from ._errors import ConversationBusyError
+from ._errors import ConversationBusyError, StoreError
 from ._fanout import FanOutStream, fan_out, fan_out_stream
+from ._limiter import Limiter
 from ._models import (
     InferenceConfig,
     Message,
@@ -24,6 +25,7 @@ from ._output import OutputSpec
 from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
+from ._store import Binding, ConversationStore, check_id, check_ttl
 from ._stream import ChatStream
 from ._tool_loop import DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_TOOL_TIMEOUT, Loop, check_limits
 from ._tools import as_tools
@@ -54,12 +56,14 @@ class _ConversationTurn:
     """Binds one stream to its conversation and its per-turn settings (the stream's ``Turn``)."""
 
     __slots__ = (
+        "_claimed",
         "_conv",
         "_inference",
         "_options",
         "_output",
         "_stream",
         "_tools",
+        "limiter",
         "model_id",
         "user_message",
     )
@@ -81,6 +85,8 @@ class _ConversationTurn:
         self._stream: ChatStream | None = None
         self.model_id = conv._model_id
         self.user_message = user_message
+        self.limiter = conv._limiter
+        self._claimed = False  # holds the store's lease
 
     def bind(self, stream: ChatStream) -> ChatStream:
         self._stream = stream
@@ -95,6 +101,17 @@ class _ConversationTurn:
             )
         conv._active = self._stream
         conv._open_streams.add(self._stream)
+        binding = conv._binding
+        if binding is None:
+            return
+        try:  # the store's lease (busy elsewhere?) and the history as committed by anyone
+            state = await binding.begin()
+        except BaseException:
+            self.release()
+            raise
+        self._claimed = True
+        if state is not None:
+            conv._history = ConversationState.model_validate_json(state).history
 
     def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
@@ -113,11 +130,22 @@ class _ConversationTurn:
 
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
-        conv._history = (*conv._history, *added)
+        history = (*conv._history, *added)
+        if conv._binding is not None:
+            state = conv.snapshot().model_copy(update={"history": history})
+            try:
+                await conv._binding.commit(state.model_dump_json())
+            except StoreError as exc:
+                raise StoreError(str(exc), reply=reply, attempts=reply.metrics.attempts) from exc
+        conv._history = history
         conv._usage = add_usage(conv._usage, reply.usage)
 
     def release(self) -> None:
         conv = self._conv
+        if self._claimed:
+            self._claimed = False
+            if conv._binding is not None:
+                conv._binding.release()
         if conv._active is self._stream:
             conv._active = None
         conv._open_streams.discard(self._stream)
@@ -148,6 +176,7 @@ class AsyncConversation:
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         options: RequestOptions | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         if not isinstance(model_id, str):
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
@@ -158,6 +187,7 @@ class AsyncConversation:
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
         check_type("options", options, RequestOptions)
+        check_type("limiter", limiter, Limiter)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
@@ -178,6 +208,8 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._limiter = limiter
+        self._binding: Binding | None = None  # set by open(): the conversation's store record
         self._turn_options: dict[str, Any] = {}  # per-turn settings of a fan-out's forks
         self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
@@ -303,6 +335,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._binding = None  # an independent copy: never committed to the store
         child._usage = Usage()
         child._clients = self._clients.borrow()
         return child
@@ -381,6 +414,36 @@ class AsyncConversation:
         )
 
     @classmethod
+    async def open(
+        cls,
+        store: ConversationStore,
+        conversation_id: str,
+        model_id: str,
+        *,
+        lease_ttl: float = 30.0,
+        **settings: Any,
+    ) -> AsyncConversation:
+        """A conversation bound to ``conversation_id`` in ``store``, its history loaded.
+
+        Each turn takes the id's lease (``ConversationBusyError`` while a turn is in flight on
+        it in any process), re-reads the history, renews the lease every ``lease_ttl / 3``
+        seconds while it streams, and commits with a compare-and-set on the version it read.
+        ``settings`` are the constructor's keyword arguments (history comes from the store).
+        """
+        if not isinstance(store, ConversationStore):
+            raise TypeError(f"store must be a ConversationStore, not {type(store).__name__}")
+        check_id(conversation_id)
+        if "history" in settings:
+            raise TypeError("open() loads the history from the store; history= is not accepted")
+        binding = Binding(store, conversation_id, check_ttl(lease_ttl))
+        conv = cls(model_id, **settings)
+        state = await binding.load()
+        if state is not None:
+            conv._history = ConversationState.model_validate_json(state).history
+        conv._binding = binding
+        return conv
+
+    @classmethod
     def from_state(cls, state: ConversationState, **client_kwargs: Any) -> AsyncConversation:
         """A conversation resumed from a snapshot; ``client_kwargs`` as for the constructor."""
         if not isinstance(state, ConversationState):
@@ -412,6 +475,8 @@ class AsyncConversation:
                     await stream.aclose()
         elif self._active is not None:
             await self._active.aclose()
+        if self._binding is not None:
+            await self._binding.aclose()  # lease releases still in flight
         await self._clients.aclose()
 
     def __repr__(self) -> str:

@@ -21,7 +21,9 @@ ChatError                      every failure of a turn; carries request_id, atte
 │   ├── IdleTimeoutError         the stream stalled between events
 │   └── TotalTimeoutError        the turn's whole budget ran out (never retried)
 ├── ToolLoopError              the model kept calling tools for more than max_tool_rounds rounds
-└── OutputValidationError      the model's structured answer failed validation, repair included
+├── OutputValidationError      the model's structured answer failed validation, repair included
+├── ConversationConflictError  the stored conversation moved on; this turn's commit wrote nothing
+└── StoreError                 the store could not be reached; ``.reply`` keeps the turn's reply
 
 ConversationBusyError and StreamClosedError are RuntimeErrors: they report misuse, not failure.
 """
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._codec import Frame
+    from ._models import Reply
 
 __all__ = [
     "AccessDeniedError",
@@ -40,6 +43,7 @@ __all__ = [
     "ChatError",
     "ConnectionLostError",
     "ConversationBusyError",
+    "ConversationConflictError",
     "FirstTokenTimeoutError",
     "IdleTimeoutError",
     "IncompleteStreamError",
@@ -52,6 +56,7 @@ __all__ = [
     "OutputValidationError",
     "ResourceNotFoundError",
     "ServiceUnavailableError",
+    "StoreError",
     "StreamClosedError",
     "StreamDecodeError",
     "StreamTimeoutError",
@@ -209,6 +214,18 @@ class IdleTimeoutError(StreamTimeoutError):
 
 class TotalTimeoutError(StreamTimeoutError):
     """The turn's whole time budget ran out (never retried)."""
+
+
+class ConversationConflictError(ChatError):
+    """The stored conversation changed since this turn began; the commit wrote nothing."""
+
+
+class StoreError(ChatError):
+    """The conversation store failed or could not be reached; ``reply`` holds the turn's reply."""
+
+    def __init__(self, message: str, *, reply: Reply | None = None, attempts: int = 1) -> None:
+        super().__init__(message, attempts=attempts)
+        self.reply = reply
 
 
 class ToolLoopError(ChatError):

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ThrottlingError
 from ._events import Retrying, StreamEvent, TurnCompleted, TurnFailed
+from ._limiter import AdaptiveLimiter, pause_policy
 from ._output import OutputSpec
-from ._retry import RetryPolicy
 from ._validate import Prompt, user_message
 
 if TYPE_CHECKING:
@@ -42,95 +40,6 @@ Emit = Callable[[StreamEvent], None]
 _producers: set[asyncio.Task[None]] = set()
 
 
-class AdaptiveLimiter:
-    """Additive-increase, multiplicative-decrease limit on attempts in flight (FIFO waiters).
-
-    ``pause(n)`` gives the seconds new starts wait after the ``n``-th decrease in a row.
-    """
-
-    def __init__(self, limit: int, pause: Callable[[int], float] = lambda n: 0.0) -> None:
-        self.max_limit = limit
-        self.limit = float(limit)
-        self.in_flight = 0
-        self.streaming = 0  # attempts in flight that Bedrock admitted (their first event came)
-        self.throttles = 0  # throttled attempts reported
-        self.decreases = 0  # times the limit was halved
-        self._pause = pause
-        self._epoch = 0  # bumped at each decrease; attempts carry the epoch they started in
-        self._streak = 0  # decreases since the last success
-        self._resume_at = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def _free(self) -> bool:
-        return self.in_flight < max(1, int(self.limit)) and time.monotonic() >= self._resume_at
-
-    async def acquire(self, retry: bool = False) -> int:
-        """Wait for a slot; returns the epoch to pass to ``throttled()`` for this attempt.
-
-        A ``retry`` goes to the head of the queue: it has waited longest, and starting it at
-        the next free slot (right after a decrease) is when it is least likely to be throttled
-        again.
-        """
-        if not self._waiters and self._free():
-            self.in_flight += 1
-            return self._epoch
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if retry:
-            self._waiters.appendleft(waiter)
-        else:
-            self._waiters.append(waiter)
-        self._wake()
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():  # granted, then cancelled: give back
-                self.release()
-            raise
-        return self._epoch
-
-    def admitted(self) -> None:
-        """The attempt holding a slot got its first event: Bedrock let it through."""
-        self.streaming += 1
-
-    def release(self, admitted: bool = False) -> None:
-        self.in_flight -= 1
-        self.streaming -= admitted
-        self._wake()
-
-    def succeeded(self) -> None:
-        self._streak = 0
-        self.limit = min(float(self.max_limit), self.limit + 1.0 / self.limit)
-        self._wake()
-
-    def throttled(self, epoch: int) -> None:
-        """An attempt started in ``epoch`` was throttled."""
-        self.throttles += 1
-        if epoch < self._epoch:
-            return  # started before the last decrease, which already accounted for it
-        self._epoch += 1
-        self._streak += 1
-        self.decreases += 1
-        self.limit = max(1.0, min(self.limit / 2, float(self.streaming)))
-        self._resume_at = max(self._resume_at, time.monotonic() + self._pause(self._streak))
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters and self._free():
-            waiter = waiters.popleft()
-            if not waiter.done():  # skip waiters cancelled while queued
-                self.in_flight += 1
-                waiter.set_result(None)
-        if waiters and self._timer is None and time.monotonic() < self._resume_at:
-            loop = asyncio.get_running_loop()
-            delay = self._resume_at - time.monotonic()
-            self._timer = loop.call_later(delay, self._resume)
-
-    def _resume(self) -> None:
-        self._timer = None
-        self._wake()
-
-
 def _prepare(prompts: Iterable[Prompt], concurrency: int) -> list[Message]:
     """The prompts as user messages: bad input fails here, before any network I/O."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
@@ -140,12 +49,6 @@ def _prepare(prompts: Iterable[Prompt], concurrency: int) -> list[Message]:
     if isinstance(prompts, str | bytes) or not isinstance(prompts, Iterable):
         raise TypeError("prompts must be an iterable of prompts, not a single prompt")
     return [user_message(prompt) for prompt in prompts]
-
-
-def _pause_policy(retry: RetryPolicy) -> Callable[[int], float]:
-    """Pause new starts like the conversation's backoff, without jitter (no_backoff: none)."""
-    steady = RetryPolicy(initial_delay=retry.initial_delay, max_delay=retry.max_delay, jitter=False)
-    return steady.delay
 
 
 async def _limiter(base: AsyncConversation, concurrency: int) -> AdaptiveLimiter:
@@ -167,7 +70,7 @@ async def _limiter(base: AsyncConversation, concurrency: int) -> AdaptiveLimiter
             extra={"model_id": base.model_id, "request_id": None},
         )
         limit = pool
-    return AdaptiveLimiter(limit, _pause_policy(base._retry))
+    return AdaptiveLimiter(limit, pause_policy(base._retry))
 
 
 async def _run_turn(

@@ -27,6 +27,7 @@ from ._errors import (
     IdleTimeoutError,
     StreamClosedError,
     StreamTimeoutError,
+    ThrottlingError,
     TotalTimeoutError,
 )
 from ._events import (
@@ -256,12 +257,16 @@ class ChatStream:
             delay, self._backoff = self._backoff, None
             await self._guarded(asyncio.sleep(delay), None)
         client = await self._guarded(self._turn.client(), None)
+        limiter = self._turn.limiter
+        permit = None  # the limiter's slot for this attempt, given back when it ends
+        if limiter is not None:
+            permit = await self._guarded(limiter.acquire(retry=self._attempts > 0), None)
         # The attempt (and its first-token clock) starts with the request, not with creating
         # the client on first use, which is local setup and not time spent waiting on Bedrock.
         self._attempts += 1
         self._round_attempts += 1
         self._loop.start_round()
-        self._attempt = attempt = Attempt(self._attempts)
+        self._attempt = attempt = Attempt(self._attempts, permit)
         assert self._request is not None
         if self._observer is not None and self._observed_round != self._round:
             self._observed_round = self._round
@@ -355,14 +360,14 @@ class ChatStream:
     def _on_error(self, exc: BaseException) -> None:
         """Retry when allowed; otherwise fail the turn and raise its error."""
         attempt = self._attempt
+        started = attempt is not None and attempt.content_started
+        error = map_exception(exc, content_started=started)
         if attempt is not None:
-            attempt.close()
+            attempt.close("throttled" if isinstance(error, ThrottlingError) else "failed")
         if self._outcome is CANCELLED:
             raise StreamClosedError("the stream was closed") from exc
         if self._outcome.finished:  # the turn already settled on this error
             raise exc
-        started = attempt is not None and attempt.content_started
-        error = map_exception(exc, content_started=started)
         if error is None:  # not a failure we know: still never leave the turn open
             wrapped = ChatError(f"unexpected error: {exc!r}")
             wrapped.__cause__ = exc

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ._limiter import Limiter
     from ._models import Message, Reply
     from ._request import Request
 
@@ -17,6 +18,7 @@ class Turn(Protocol):
 
     model_id: str
     user_message: Message
+    limiter: Limiter | None
 
     async def begin(self) -> None:
         """Claim the conversation (``ConversationBusyError`` if a turn is in flight)."""

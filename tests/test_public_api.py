@@ -61,6 +61,13 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # Section 10 (stores and shared limits) and the errors of section 11 that go with it.
+    "ConversationStore",
+    "SQLiteStore",
+    "RedisStore",
+    "Limiter",
+    "ConversationConflictError",
+    "StoreError",
     # section 8: tools that run, structured output
     "Tool",
     "tool",
