@@ -105,6 +105,7 @@ class AsyncConversation:
         max_connections: int = 100,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not isinstance(model_id, str):
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
@@ -116,6 +117,7 @@ class AsyncConversation:
         check_type("timeouts", timeouts, Timeouts)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
+        check_type("api_key", api_key, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError("max_connections must be an int")
         if max_connections < 1:
@@ -141,6 +143,7 @@ class AsyncConversation:
             endpoint_url=endpoint_url,
             max_connections=max_connections,
             connect_timeout=self._timeouts.connect,
+            api_key=api_key,
         )
 
     # -- properties ------------------------------------------------------------------------

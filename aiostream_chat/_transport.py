@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import aiohttp
 from aiobotocore.eventstream import AioEventStream
 
+from ._fastpath import AiohttpBody, open_fast, route
+
 __all__ = ["RawBody", "check_aiobotocore_shape", "json_body", "open_converse_stream"]
 
 log = logging.getLogger("aiostream_chat")
@@ -39,22 +41,6 @@ class RawBody(Protocol):
     def close(self) -> None:
         """Drop the connection now (it is never returned to the pool half-read)."""
         ...
-
-
-class AiohttpBody:
-    """Reads an aiohttp ``ClientResponse`` (aiobotocore's default backend)."""
-
-    __slots__ = ("_response", "request_id")
-
-    def __init__(self, response: aiohttp.ClientResponse, request_id: str | None) -> None:
-        self._response = response
-        self.request_id = request_id
-
-    async def read(self) -> bytes:
-        return await self._response.content.readany()
-
-    def close(self) -> None:
-        self._response.close()
 
 
 class HttpxBody:
@@ -126,6 +112,9 @@ async def open_converse_stream(
     before signing: botocore 1.40 rejects content blocks newer than its model, which we
     must still send back to Bedrock verbatim.
     """
+    fast = await route(client)
+    if fast is not None:
+        return await open_fast(fast, client, params["modelId"], body or json_body(params))
     if body is None:
         response = await client.converse_stream(**params)
     else:
