@@ -44,7 +44,10 @@ _SOURCE_VARS = (
     "AWS_DEFAULT_REGION",
     "AWS_BEARER_TOKEN_BEDROCK",
 )
-_NO_REGION = "no AWS region: pass region_name= or set the AWS_REGION environment variable"
+_NO_REGION = (
+    "no AWS region: pass region_name= or set the AWS_REGION (or AWS_DEFAULT_REGION) "
+    "environment variable"
+)
 
 
 class Secret:
@@ -97,7 +100,8 @@ async def _open_client(
     connect_timeout: float | None,
     api_key: Secret | None,
 ) -> Any:
-    region = check_region(region_name or session.region_name)
+    # botocore 1.40 reads only AWS_DEFAULT_REGION (and profiles); AWS_REGION as the other SDKs do.
+    region = check_region(region_name or session.region_name or os.environ.get("AWS_REGION"))
     client = await stack.enter_async_context(
         session.client(
             "bedrock-runtime",

@@ -144,7 +144,7 @@ async def test_missing_region_is_our_error(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     session = aioboto3.Session(aws_access_key_id="a", aws_secret_access_key="b")
     conv = AsyncConversation("m", session=session)
-    with pytest.raises(ValueError, match="region_name=.*AWS_REGION"):
+    with pytest.raises(ValueError, match=r"region_name=.*AWS_REGION"):
         async with conv:
             pass
     await conv.aclose()
