@@ -92,9 +92,20 @@ class Route:
     http_session: Any
     # The auth botocore's signer picks, by whether AWS_BEARER_TOKEN_BEDROCK is set.
     auth_kinds: dict[bool, str] = field(default_factory=dict)
+    _urls: dict[str, tuple[str, URL]] = field(default_factory=dict)
 
     def path(self, model_id: str) -> str:
-        return f"/model/{quote(model_id, safe='-_.~')}/converse-stream"
+        return self.target(model_id)[0]
+
+    def target(self, model_id: str) -> tuple[str, URL]:
+        """The request path and URL for a model id (cached: a client talks to few models)."""
+        found = self._urls.get(model_id)
+        if found is None:
+            path = f"/model/{quote(model_id, safe='-_.~')}/converse-stream"
+            found = (path, URL(self.base_url + path, encoded=True))
+            if len(self._urls) < 64:
+                self._urls[model_id] = found
+        return found
 
 
 _routes: weakref.WeakKeyDictionary[Any, Route | None] = weakref.WeakKeyDictionary()
@@ -271,7 +282,7 @@ async def open_fast(route: Route, client: Any, model_id: str, body: bytes) -> Ai
     headers["accept-encoding"] = "identity"
     session = await route.http_session._get_session(None)
     note_pool_wait(session.connector)
-    url = URL(route.base_url + route.path(model_id), encoded=True)
+    url = route.target(model_id)[1]
     try:
         response = await session.post(url, data=body, headers=headers)
     except aiohttp.ConnectionTimeoutError as exc:
