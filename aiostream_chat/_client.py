@@ -212,12 +212,19 @@ class ClientManager:
         self._shared: _Shared | None = None
         self._lock: asyncio.Lock | None = None
         self._closed = False
-        # Open streams of this conversation and its forks, closed before the client is.
-        self.streams: set[Any] = set()
 
     @property
-    def owned(self) -> bool:
+    def owns_client(self) -> bool:
+        """True when this manager opened (or will open) the client and so closes it."""
         return self._owned
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint requests go to, once the client is open (else the one configured)."""
+        client = self._client
+        if client is not None:
+            return str(client.meta.endpoint_url)
+        return self._open_kwargs["endpoint_url"]  # type: ignore[no-any-return]
 
     async def get(self) -> Any:
         if self._closed:
@@ -268,8 +275,6 @@ class ClientManager:
             return
         self._closed = True
         if self._owned:
-            for stream in list(self.streams):
-                await stream.aclose()
             self._client = None
         stack, self._stack = self._stack, None
         shared, self._shared = self._shared, None
@@ -288,10 +293,13 @@ class _Borrowed(ClientManager):
         super().__init__(client=None)
         self._parent = parent
         self._owned = False
-        self.streams = parent.streams
 
     async def get(self) -> Any:
         return await self._parent.get()
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self._parent.endpoint_url
 
     async def aclose(self) -> None:
         self._closed = True

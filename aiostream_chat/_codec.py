@@ -182,6 +182,9 @@ class EventStreamDecoder:
                     known[block] = headers
                 frames.append(Frame(headers.copy(), bytes(view[headers_end:end])))
                 pos += total
+        except StreamDecodeError as exc:
+            exc.frames = frames  # the intact frames before the bad one
+            raise
         finally:
             view.release()
         return frames, pos

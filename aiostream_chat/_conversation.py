@@ -3,88 +3,87 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts
 from ._errors import ConversationBusyError
+from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
     InferenceConfig,
     Message,
-    RawBlock,
     Reply,
     ToolSpec,
 )
+from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
-from ._stream import RAW_BODY, ChatStream, Turn
-from ._transport import json_body
+from ._stream import ChatStream
 from ._validate import Prompt, check_tools, check_type, user_message
-
-if TYPE_CHECKING:
-    from ._fanout import FanOutStream
 
 __all__ = ["AsyncConversation"]
 
 
-def _stand_in(message: Message) -> dict[str, Any]:
-    blocks = (
-        {"text": "(content block)"} if isinstance(b, RawBlock) else b.to_bedrock()
-        for b in message.content
-    )
-    return {"role": message.role, "content": list(blocks)}
+class _ConversationTurn:
+    """Binds one stream to its conversation and its per-turn settings (the stream's ``Turn``)."""
 
-
-class _ConversationTurn(Turn):
-    """Binds one stream to its conversation and its per-turn settings."""
+    __slots__ = ("_conv", "_inference", "_stream", "_tools", "model_id", "user_message")
 
     def __init__(
         self,
         conv: AsyncConversation,
+        user_message: Message,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._stream: ChatStream | None = None
+        self.model_id = conv._model_id
+        self.user_message = user_message
 
-    def begin(self, stream: ChatStream) -> dict[str, Any]:
+    def bind(self, stream: ChatStream) -> ChatStream:
+        self._stream = stream
+        return stream
+
+    async def begin(self) -> None:
         conv = self._conv
-        if conv._active is not None and conv._active is not stream:
+        if conv._active is not None:
             raise ConversationBusyError(
                 "a turn is already in flight on this conversation; use fork() or fan_out() "
                 "for concurrent turns"
             )
-        conv._active = stream
-        conv._clients.streams.add(stream)
-        history = (*conv._history, stream.user_message)
-        messages = [m.to_bedrock() for m in history]
-        params: dict[str, Any] = {"modelId": conv._model_id, "messages": messages}
-        if conv._system:
-            params["system"] = [{"text": conv._system}]
-        if self._inference is not None and (config := self._inference.to_bedrock()):
-            params["inferenceConfig"] = config
-        if self._tools:
-            params["toolConfig"] = {"tools": [t.to_bedrock() for t in self._tools]}
-        if any(isinstance(b, RawBlock) for m in history for b in m.content):
-            # botocore would reject blocks newer than its model: it validates a stand-in
-            # and the transport sends the real body (see open_converse_stream).
-            params[RAW_BODY] = json_body(params)
-            params["messages"] = [_stand_in(m) for m in history]
-        return params
+        conv._active = self._stream
+        conv._open_streams.add(self._stream)
 
-    def end(self, stream: ChatStream, reply: Reply | None) -> None:
+    def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
-        if reply is not None:
-            conv._history = (*conv._history, stream.user_message, reply.message)
-        if conv._active is stream:
+        return build_request(
+            model_id=conv._model_id,
+            messages=(*conv._history, *added),
+            system=conv._system,
+            inference=self._inference,
+            tools=self._tools,
+        )
+
+    async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
+        conv = self._conv
+        conv._history = (*conv._history, *added)
+
+    def release(self) -> None:
+        conv = self._conv
+        if conv._active is self._stream:
             conv._active = None
-        conv._clients.streams.discard(stream)
+        conv._open_streams.discard(self._stream)
 
     async def client(self) -> Any:
         return await self._conv._clients.get()
+
+    def endpoint_url(self) -> str | None:
+        return self._conv._clients.endpoint_url
 
 
 class AsyncConversation:
@@ -136,6 +135,8 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        # Open streams of this conversation and its forks, closed before an owned client is.
+        self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
             client=client,
             session=session,
@@ -183,8 +184,8 @@ class AsyncConversation:
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
         turn_tools = self._tools if tools is None else check_tools(tools)
-        turn = _ConversationTurn(self, inference or self._inference, turn_tools)
-        return ChatStream(turn, message, retry or self._retry, timeouts or self._timeouts)
+        turn = _ConversationTurn(self, message, inference or self._inference, turn_tools)
+        return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
 
     async def send(
         self,
@@ -218,8 +219,6 @@ class AsyncConversation:
         return_exceptions: bool = False,
     ) -> list[Reply | BaseException]:
         """Answer each prompt on its own fork of the current history, results in input order."""
-        from ._fanout import fan_out
-
         return await fan_out(
             self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
         )
@@ -230,8 +229,6 @@ class AsyncConversation:
         An async iterator (of ``tuple[int, StreamEvent]``) and an async context manager;
         ``aclose()`` cancels every turn still running.
         """
-        from ._fanout import fan_out_stream
-
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
     # -- state -----------------------------------------------------------------------------
@@ -271,7 +268,11 @@ class AsyncConversation:
 
     async def aclose(self) -> None:
         """Close any open stream, then the client if this conversation opened it. Idempotent."""
-        if self._active is not None:
+        if self._clients.owns_client:
+            for stream in list(self._open_streams):
+                if stream is not None:
+                    await stream.aclose()
+        elif self._active is not None:
             await self._active.aclose()
         await self._clients.aclose()
 

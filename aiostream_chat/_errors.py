@@ -26,6 +26,8 @@ ConversationBusyError and StreamClosedError are RuntimeErrors: they report misus
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AccessDeniedError",
     "BedrockError",
@@ -151,7 +153,10 @@ class IncompleteStreamError(TransportError):
 
 
 class StreamDecodeError(TransportError):
-    pass
+    """A frame of the stream was malformed or failed its checksum."""
+
+    frames: list[Any] = []  # noqa: RUF012  # set per instance by the decoder
+    """The intact frames decoded before the bad one, in the same read."""
 
 
 class StreamTimeoutError(ChatError, TimeoutError):

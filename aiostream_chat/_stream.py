@@ -1,31 +1,31 @@
-"""ChatStream: one turn's I/O, deadlines, retries and closing.
+"""ChatStream: one turn's rounds, attempts, deadlines, retries and closing.
 
-The stream is a state machine driven by ``_next()``; it never yields inside a deadline or a
-task group. Events decoded from the body wait in a queue and are handed out one by one, so
-"has content reached the caller" (which decides whether a retry is allowed) is exact.
+The stream holds the turn (the queue of events for the caller, the retry gate, the rounds and
+one outcome); each HTTP attempt is an ``Attempt`` built afresh from the round's request. Every
+await of the stream goes through ``_guarded()``, one cancel scope with the nearest deadline, so
+``aclose()`` from any task interrupts whatever the stream is waiting on. Events wait in a queue
+and are handed out one by one, so "has content reached the caller" (which decides whether a
+retry is allowed) is exact.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._accumulator import Accumulator
-from ._codec import EventStreamDecoder, Frame
-from ._error_map import error_from_frame, map_exception
+from . import _observe
+from ._attempt import Attempt, Failure
+from ._codec import Frame
+from ._error_map import map_exception
 from ._errors import (
     ChatError,
     FirstTokenTimeoutError,
     IdleTimeoutError,
-    IncompleteStreamError,
     StreamClosedError,
-    StreamDecodeError,
     StreamTimeoutError,
     TotalTimeoutError,
 )
@@ -38,136 +38,63 @@ from ._events import (
     ToolUseDelta,
     UnknownEvent,
 )
+from ._iterator import StreamIterator, event_of, text_of
 from ._models import Message, Metrics, Reply
-from ._transport import open_converse_stream
+from ._observe import TurnInfo, TurnObserver
+from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
+from ._scope import CancelScope
+from ._turn import Turn
 
 if TYPE_CHECKING:
     from ._config import Timeouts
+    from ._request import Request
     from ._retry import RetryPolicy
-    from ._transport import RawBody
 
-__all__ = ["RAW_BODY", "ChatStream", "Turn"]
-
-RAW_BODY = "__raw_body__"  # params key: a JSON body that replaces botocore's serialisation
+__all__ = ["ChatStream"]
 
 log = logging.getLogger("aiostream_chat")
+T = TypeVar("T")
 
-Status = Literal["pending", "streaming", "completed", "failed", "cancelled"]
 _CONTENT = (TextDelta, ToolUseDelta, ReasoningDelta, CitationDelta)
-
-
-_scan = json.JSONDecoder().raw_decode
-
-
-def _loads(payload: bytes) -> Any:
-    """``json.loads`` for an event payload, minus its encoding sniffing and whitespace passes
-    in the common case (a UTF-8 JSON object with nothing around it)."""
-    try:
-        text = payload.decode()
-        value, end = _scan(text)
-    except ValueError:
-        return json.loads(payload)  # the same error as before (or a UTF-16/32 payload)
-    return value if end == len(text) else json.loads(payload)
-
-
-class Turn:
-    """What a stream needs from its conversation (kept abstract to keep layers pointing down)."""
-
-    def begin(self, stream: ChatStream) -> dict[str, Any]:
-        """Claim the conversation and return the request parameters."""
-        raise NotImplementedError
-
-    def end(self, stream: ChatStream, reply: Reply | None) -> None:
-        """Release the conversation; commit the turn when ``reply`` is given."""
-        raise NotImplementedError
-
-    async def client(self) -> Any:
-        raise NotImplementedError
-
-
-class _Failure:
-    """An error frame, queued in order behind the events decoded before it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: ChatError) -> None:
-        self.error = error
-
-
-class _Iterator:
-    """One pass over a stream. Dropping it unfinished (``break``) closes the stream at once."""
-
-    __slots__ = ("_pick", "_stream")
-
-    def __init__(self, stream: ChatStream, pick: Callable[[StreamEvent], Any]) -> None:
-        self._stream = stream
-        self._pick = pick
-
-    def __aiter__(self) -> _Iterator:
-        return self
-
-    async def __anext__(self) -> Any:
-        while True:
-            event = await self._stream._next()
-            if event is None:
-                raise StopAsyncIteration
-            value = self._pick(event)
-            if value is not None:
-                return value
-
-    def __del__(self) -> None:
-        # CPython drops the iterator the moment `async for` is left by break or an exception;
-        # closing here is synchronous, so the connection goes at once, not at some later GC.
-        self._stream._abandon()
-
-
-def _text_of(event: StreamEvent) -> str | None:
-    return event.text if type(event) is TextDelta and event.text else None
-
-
-def _event_of(event: StreamEvent) -> StreamEvent:
-    return event
+_WHY = {
+    TotalTimeoutError: "the turn's total time budget ran out",
+    FirstTokenTimeoutError: "no content arrived within the first-token timeout",
+    IdleTimeoutError: "the stream was idle for longer than the idle timeout",
+}
 
 
 class ChatStream:
     """A streamed turn: an async iterator of text, and an async context manager."""
 
-    def __init__(
-        self, turn: Turn, user_message: Message, retry: RetryPolicy, timeouts: Timeouts
-    ) -> None:
+    def __init__(self, turn: Turn, retry: RetryPolicy, timeouts: Timeouts) -> None:
         self._turn = turn
-        self._user_message = user_message
         self._retry = retry
         self._timeouts = timeouts
-        self._status: Status = "pending"
-        self._error: ChatError | None = None
-        self._reply: Reply | None = None
-        self._queue: deque[StreamEvent | Frame | _Failure] = deque()
+        self._outcome: Outcome = PENDING
+        self._queue: deque[StreamEvent | Frame | Failure] = deque()
         self._text_parts: list[str] = []
-        self._delivered_content = False
-        self._params: dict[str, Any] = {}
-        self._raw_body: bytes | None = None
-        self._body: RawBody | None = None
-        self._decoder = EventStreamDecoder()
-        self._undecoded = b""  # the bytes the decoder holds, to salvage frames on a bad one
-        self._acc = Accumulator()
-        self._attempt = 0
-        self._scope: asyncio.Timeout | None = None  # the deadline of the read in progress
+        self._added: list[Message] = [turn.user_message]
+        self._request: Request | None = None
+        self._round = 0
+        self._attempt: Attempt | None = None
+        self._attempts = 0  # over the whole turn
+        self._delivered = False  # content of the current round reached the caller
         self._backoff: float | None = None
+        self._scope: CancelScope | None = None  # of the await in progress
+        self._reader: asyncio.Task[Any] | None = None
         self._turn_start = 0.0
-        self._attempt_start = 0.0
-        self._first_token: float | None = None
-        self._request_id: str | None = None
+        self._observer: TurnObserver | None = None
+        self._observed_round = -1  # the last round whose call_started the observer got
 
     # -- public surface --------------------------------------------------------------------
 
     @property
     def status(self) -> Status:
-        return self._status
+        return self._outcome.status
 
     @property
     def error(self) -> ChatError | None:
-        return self._error
+        return self._outcome.error
 
     @property
     def text(self) -> str:
@@ -176,18 +103,23 @@ class ChatStream:
 
     @property
     def user_message(self) -> Message:
-        return self._user_message
+        return self._turn.user_message
 
     def __aiter__(self) -> AsyncIterator[str]:
-        return _Iterator(self, _text_of)
+        return StreamIterator(self, text_of)
+
+    async def __anext__(self) -> str:
+        """The next text chunk (``await anext(stream)``); closes nothing if left unused."""
+        text: str = await self._take(text_of)
+        return text
 
     def events(self) -> AsyncIterator[StreamEvent]:
         """Every typed event, text included."""
-        return _Iterator(self, _event_of)
+        return StreamIterator(self, event_of)
 
     async def __aenter__(self) -> ChatStream:
-        if self._status == "pending":
-            self._start()
+        if self._outcome is PENDING:
+            await self._start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -199,300 +131,259 @@ class ChatStream:
 
     async def get_reply(self) -> Reply:
         """Run the turn to its end and return the reply, or raise why it has none."""
-        while await self._next() is not None:
+        try:
+            while True:
+                await self._take(event_of)
+        except StopAsyncIteration:
             pass
         return self._result()
 
-    # -- the state machine -----------------------------------------------------------------
+    # -- the turn --------------------------------------------------------------------------
 
     def _result(self) -> Reply:
-        if self._reply is not None:
-            return self._reply
-        if self._error is not None:
-            raise self._error
+        outcome = self._outcome
+        if outcome.reply is not None:
+            return outcome.reply
+        if outcome.error is not None:
+            raise outcome.error
         raise StreamClosedError("the stream was closed before the turn completed")
 
-    def _start(self) -> None:
-        self._params = self._turn.begin(self)
-        self._raw_body = self._params.pop(RAW_BODY, None)
-        self._status = "streaming"
+    async def _start(self) -> None:
+        await self._turn.begin()
+        try:
+            self._request = self._turn.request(self._added)
+        except BaseException:
+            self._turn.release()
+            raise
+        self._outcome = STREAMING
         self._turn_start = time.monotonic()
-        log.debug("turn started: model=%s", self._params.get("modelId"))
+        factory = _observe.observer_factory
+        if factory is not None:
+            self._observer = factory(TurnInfo(self._turn.model_id, self._turn.endpoint_url()))
+        log.debug("turn started: model=%s", self._turn.model_id)
+
+    async def _take(self, pick: Callable[[StreamEvent], T | None]) -> T:
+        """The next event ``pick`` accepts (as it maps it); StopAsyncIteration at the end."""
+        reader = asyncio.current_task()
+        if self._reader is not None and self._reader is not reader:
+            raise RuntimeError("another task is already reading this stream (one consumer)")
+        self._reader = reader
+        try:
+            while True:
+                event = await self._next()
+                if event is None:
+                    raise StopAsyncIteration
+                value = pick(event)
+                if value is not None:
+                    return value
+        finally:
+            self._reader = None
 
     async def _next(self) -> StreamEvent | None:
         """The next event for the caller; None once the turn completed."""
-        if self._status == "pending":
-            self._start()
-        while not self._queue:
-            if self._status != "streaming":
-                if self._status == "completed":
-                    return None
-                return self._result()  # type: ignore[return-value]  # always raises here
-            try:
-                await self._advance()
-            except asyncio.CancelledError:
-                self._abandon()
-                raise
-            except BaseException as exc:
-                self._on_error(exc)
-        item = self._queue.popleft()
-        if isinstance(item, Frame):
-            item = self._frame_event(item)
-        if isinstance(item, _Failure):
-            self._on_error(item.error)
-            return await self._next()
-        if isinstance(item, _CONTENT) or (
-            type(item) is UnknownEvent and item.name == "contentBlockDelta"
-        ):
-            self._delivered_content = True
-            if type(item) is TextDelta:
-                self._text_parts.append(item.text)
-        return item
+        if self._outcome is PENDING:
+            await self._start()
+        queue = self._queue
+        while True:
+            while not queue:
+                if self._outcome is not STREAMING:
+                    if self._outcome.reply is not None:
+                        return None
+                    return self._result()  # type: ignore[return-value]  # always raises here
+                try:
+                    await self._advance()
+                except asyncio.CancelledError:
+                    self._abandon()
+                    raise
+                except BaseException as exc:
+                    self._on_error(exc)
+            item = queue.popleft()
+            if type(item) is Frame:
+                item = self._attempt.event(item)  # type: ignore[union-attr]  # set with frames
+            if type(item) is Failure:
+                self._on_error(item.error)
+                continue
+            if isinstance(item, _CONTENT) or (
+                type(item) is UnknownEvent and item.name == "contentBlockDelta"
+            ):
+                self._delivered = True
+                if type(item) is TextDelta:
+                    self._text_parts.append(item.text)
+            return item  # type: ignore[return-value]  # frames and failures handled above
 
     async def _advance(self) -> None:
         """One step: open an attempt, or read and decode the next chunk of the body."""
-        if self._body is None:
+        attempt = self._attempt
+        if attempt is None or not attempt.is_open:
             await self._open_attempt()
             return
-        data = await self._with_deadline(self._body.read())
-        self._check_open()  # closed by another task while the read was completing
+        data = await self._guarded(attempt.read(), attempt)
         if not data:
-            self._finish()
-            return
-        try:
-            frames = self._decode(data)
-        except StreamDecodeError as exc:
-            # Frames that arrived intact before the bad one in the same chunk still count:
-            # the caller gets them (so partial_text is exact), then the error.
-            frames = _salvage(self._undecoded + data)
-            self._undecoded = b""
-            self._queue.extend(frames)
-            self._queue.append(_Failure(exc))  # dropped if an error frame before it fails first
+            await self._end_of_body(attempt)
             return
         # Frames become events one by one as the caller takes them: a burst of a thousand
         # frames is then a thousand untracked tuples, not a thousand live models that the
         # garbage collector promotes (and later scans) while they wait.
-        self._queue.extend(frames)
-
-    def _decode(self, data: bytes) -> list[Frame]:
-        frames = self._decoder.feed(data)
-        pending = self._decoder.pending
-        if not pending:
-            self._undecoded = b""
-        elif pending <= len(data):
-            self._undecoded = data[-pending:]
-        else:
-            self._undecoded += data
-        return frames
-
-    def _frame_event(self, frame: Frame) -> StreamEvent | _Failure:
-        """The event a frame stands for, or the failure it reports."""
-        headers = frame.headers
-        if headers.get(":message-type") != "event":
-            return _Failure(error_from_frame(frame, self._request_id))
-        try:
-            payload = _loads(frame.payload)
-        except ValueError as exc:
-            error = StreamDecodeError(f"an event's payload is not valid JSON: {exc}")
-            error.__cause__ = exc
-            return _Failure(error)
-        if not isinstance(payload, dict):
-            return _Failure(StreamDecodeError("an event's payload is not a JSON object"))
-        payload.pop("p", None)
-        started = self._acc.content_started
-        try:
-            event = self._acc.handle(str(headers.get(":event-type")), payload)
-        except ChatError as exc:  # e.g. a finished tool call whose input is not JSON
-            return _Failure(exc)
-        except (KeyError, TypeError, ValueError) as exc:
-            name = str(headers.get(":event-type"))
-            error = StreamDecodeError(f"a malformed {name} event: {exc!r}")
-            error.__cause__ = exc
-            return _Failure(error)
-        if not started and self._acc.content_started:
-            self._first_token = time.monotonic() - self._attempt_start
-        return event
+        self._queue.extend(attempt.decode(data))
 
     async def _open_attempt(self) -> None:
         if self._backoff is not None:
             delay, self._backoff = self._backoff, None
-            await self._with_deadline(asyncio.sleep(delay), backoff=True)
-        self._attempt += 1
-        self._decoder = EventStreamDecoder()
-        self._undecoded = b""
-        self._acc = Accumulator()
-        self._first_token = None
-        client = await self._turn.client()
-        self._check_open()  # closed by another task while the client was being created
+            await self._guarded(asyncio.sleep(delay), None)
+        client = await self._guarded(self._turn.client(), None)
         # The attempt (and its first-token clock) starts with the request, not with creating
         # the client on first use, which is local setup and not time spent waiting on Bedrock.
-        self._attempt_start = time.monotonic()
-        body = await self._with_deadline(open_converse_stream(client, self._params, self._raw_body))
-        if self._status != "streaming":  # closed by another task as the headers came in
-            body.close()
-            raise StreamClosedError("the stream was closed")
-        self._body = body
-        self._request_id = body.request_id
+        self._attempts += 1
+        self._attempt = attempt = Attempt(self._attempts)
+        assert self._request is not None
+        if self._observer is not None and self._observed_round != self._round:
+            self._observed_round = self._round
+            self._observer.call_started(self._round, self._request)
+        await self._guarded(attempt.open(client, self._request), attempt)
 
-    def _check_open(self) -> None:
-        if self._status != "streaming":
-            raise StreamClosedError("the stream was closed")
+    async def _end_of_body(self, attempt: Attempt) -> None:
+        """The body ended cleanly: the round completes only if messageStop came."""
+        metrics = Metrics(
+            time_to_first_token=attempt.first_token,
+            duration=time.monotonic() - self._turn_start,
+            attempts=self._attempts,
+        )
+        reply = attempt.finish(metrics)
+        if self._observer is not None:
+            if attempt.first_token is not None:
+                self._observer.first_chunk(attempt.first_token)
+            self._observer.call_ended(reply, None)
+        self._added.append(reply.message)
+        added = tuple(self._added)
+        try:
+            await self._turn.commit(added, reply)
+        except ChatError as error:  # e.g. a store that lost the compare-and-set
+            self._finish(failed(error))
+            raise
+        self._finish(completed(reply))
+        log.debug("turn completed: attempts=%d duration=%.3fs", self._attempts, metrics.duration)
 
-    def _deadline(self, backoff: bool) -> tuple[float | None, type[StreamTimeoutError]]:
+    # -- deadlines and cancellation --------------------------------------------------------
+
+    def _deadline(self, attempt: Attempt | None) -> tuple[float | None, type[StreamTimeoutError]]:
+        """The nearest deadline for an await: of the read of ``attempt``, or of setup/backoff."""
         t = self._timeouts
-        best: tuple[float | None, type[StreamTimeoutError]] = (None, TotalTimeoutError)
         options: list[tuple[float, type[StreamTimeoutError]]] = []
         if t.total is not None:
             options.append((self._turn_start + t.total, TotalTimeoutError))
-        if not backoff:
-            if not self._acc.content_started:
+        if attempt is not None:
+            if not attempt.content_started:
                 if t.first_token is not None:
-                    options.append((self._attempt_start + t.first_token, FirstTokenTimeoutError))
+                    options.append((attempt.started + t.first_token, FirstTokenTimeoutError))
             elif t.idle is not None:
                 options.append((time.monotonic() + t.idle, IdleTimeoutError))
-        for option in options:
-            if best[0] is None or option[0] < best[0]:
-                best = option
-        return best
+        if not options:
+            return None, TotalTimeoutError
+        return min(options, key=lambda option: option[0])
 
-    async def _with_deadline(self, awaitable: Any, backoff: bool = False) -> Any:
-        """Await one read (or the backoff sleep) under the nearest deadline.
-
-        The scope is also how ``aclose()`` from another task interrupts the wait at once.
-        """
-        deadline, error = self._deadline(backoff)
+    async def _guarded(self, awaitable: Awaitable[T], attempt: Attempt | None) -> T:
+        """Await under one cancel scope: the nearest deadline, and ``aclose()`` from any task."""
+        deadline, error = self._deadline(attempt)
         loop_deadline = None
         if deadline is not None:
             loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
+        scope = CancelScope(loop_deadline)
         try:
-            async with asyncio.timeout_at(loop_deadline) as scope:
+            async with scope:
                 self._scope = scope
                 try:
-                    return await awaitable
+                    result = await awaitable
                 finally:
                     self._scope = None
         except TimeoutError as exc:
             if not scope.expired():
                 raise
-            self._check_open()
-            what = {
-                TotalTimeoutError: "the turn's total time budget ran out",
-                FirstTokenTimeoutError: "no content arrived within the first-token timeout",
-                IdleTimeoutError: "the stream was idle for longer than the idle timeout",
-            }
-            raise error(what.get(error, "timed out")) from exc
+            if scope.cancel_called:
+                raise StreamClosedError("the stream was closed") from exc
+            raise error(_WHY[error]) from exc
+        if self._outcome is not STREAMING:  # closed by another task as the await completed
+            raise StreamClosedError("the stream was closed")
+        return result
 
-    def _finish(self) -> None:
-        """The body ended cleanly: the turn completes only if messageStop came."""
-        if self._decoder.pending or self._acc.stop is None:
-            raise IncompleteStreamError(
-                f"the stream ended without messageStop ({self._decoder.pending} bytes pending)"
-            )
-        self._close_body()
-        now = time.monotonic()
-        metrics = Metrics(
-            time_to_first_token=self._first_token,
-            duration=now - self._turn_start,
-            attempts=self._attempt,
-        )
-        self._reply = self._acc.reply(metrics=metrics, request_id=self._request_id)
-        self._status = "completed"
-        self._turn.end(self, self._reply)
-        log.debug("turn completed: attempts=%d duration=%.3fs", self._attempt, metrics.duration)
+    # -- endings ---------------------------------------------------------------------------
 
     def _on_error(self, exc: BaseException) -> None:
         """Retry when allowed; otherwise fail the turn and raise its error."""
-        self._close_body()
-        if self._status == "cancelled":
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.close()
+        if self._outcome is CANCELLED:
             raise StreamClosedError("the stream was closed") from exc
-        error = map_exception(exc, content_started=self._acc.content_started)
+        started = attempt is not None and attempt.content_started
+        error = map_exception(exc, content_started=started)
         if error is None:  # not a failure we know: still never leave the turn open
-            self._settle("failed")
+            wrapped = ChatError(f"unexpected error: {exc!r}")
+            wrapped.__cause__ = exc
+            self._fail(wrapped)
             raise exc
-        if error.request_id is None:
-            error.request_id = self._request_id
-        error.attempts = self._attempt
+        if error.request_id is None and attempt is not None:
+            error.request_id = attempt.request_id
+        error.attempts = self._attempts
         error.partial_text = self.text
         if self._can_retry(error):
             return
-        self._error = error
-        self._settle("failed")
-        log.debug("turn failed after %d attempt(s): %r", self._attempt, error)
+        self._fail(error)
+        log.debug("turn failed after %d attempt(s): %r", self._attempts, error)
         if error is exc:
             raise error
         raise error from exc
 
     def _can_retry(self, error: ChatError) -> bool:
-        if not error.retryable or self._delivered_content:
+        if not error.retryable or self._delivered:
             return False
-        if self._attempt >= self._retry.max_attempts:
+        if self._attempts >= self._retry.max_attempts:
             return False
-        delay = self._retry.delay(self._attempt)
+        delay = self._retry.delay(self._attempts)
         total = self._timeouts.total
         if total is not None and time.monotonic() + delay >= self._turn_start + total:
             return False
         self._queue.clear()
         self._backoff = delay
-        self._queue.append(Retrying(attempt=self._attempt + 1, delay=delay, error=error))
+        self._queue.append(Retrying(attempt=self._attempts + 1, delay=delay, error=error))
+        if self._observer is not None:
+            self._observer.retrying(self._attempts + 1, delay, error)
         log.info(
             "retrying in %.2fs (attempt %d of %d) after %s",
             delay,
-            self._attempt + 1,
+            self._attempts + 1,
             self._retry.max_attempts,
             type(error).__name__,
         )
         return True
 
-    def _close_body(self) -> None:
-        body, self._body = self._body, None
-        if body is not None:
-            body.close()
+    def _fail(self, error: ChatError) -> None:
+        if self._observer is not None:
+            self._observer.call_ended(None, error)
+        self._finish(failed(error))
 
-    def _interrupt(self) -> None:
-        """Wake a read, request or backoff sleep another task is awaiting on this stream."""
-        scope, self._scope = self._scope, None
-        if scope is None or scope.expired():
-            return
-        # No running loop (garbage collection at exit): nothing can be waiting.
-        with contextlib.suppress(RuntimeError):
-            scope.reschedule(asyncio.get_running_loop().time())
-
-    def _settle(self, status: Status) -> None:
-        self._status = status
+    def _finish(self, outcome: Outcome) -> None:
+        """Settle the turn: the one place a begun turn ends and frees its conversation."""
+        self._outcome = outcome
         self._queue.clear()
-        self._turn.end(self, None)
+        if self._attempt is not None:
+            self._attempt.close()
+        self._turn.release()
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            cancelled = outcome is CANCELLED
+            observer.turn_ended(outcome.reply, outcome.error, cancelled)
 
     def _abandon(self) -> None:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
-        self._interrupt()
-        self._close_body()
-        if self._status in ("pending", "streaming"):
-            was_started = self._status == "streaming"
-            self._status = "cancelled"
-            self._queue.clear()
-            if was_started:
-                self._turn.end(self, None)
-                log.debug("turn cancelled after %d attempt(s)", self._attempt)
-
-
-def _salvage(data: bytes) -> list[Frame]:
-    """The intact frames at the start of ``data``, which the decoder rejected as a whole.
-
-    Each frame starts with its total length (u32, big-endian); each is decoded on its own
-    until the first that fails.
-    """
-    frames: list[Frame] = []
-    pos = 0
-    while len(data) - pos >= 4:
-        end = pos + int.from_bytes(data[pos : pos + 4], "big")
-        if end <= pos or end > len(data):
-            break
-        try:
-            decoded = EventStreamDecoder().feed(data[pos:end])
-        except StreamDecodeError:
-            break
-        if len(decoded) != 1:
-            break
-        frames.extend(decoded)
-        pos = end
-    return frames
+        scope = self._scope
+        if scope is not None:
+            scope.cancel()
+        if self._attempt is not None:
+            self._attempt.close()
+        if self._outcome is PENDING:
+            self._outcome = CANCELLED
+        elif self._outcome is STREAMING:
+            if self._observer is not None:
+                self._observer.call_ended(None, None)
+            self._finish(CANCELLED)
+            log.debug("turn cancelled after %d attempt(s)", self._attempts)

@@ -1,32 +1,31 @@
-"""The adapter to aiobotocore: open a ConverseStream and take over its raw HTTP body.
+"""Open a ConverseStream and hand over its raw HTTP body: the fast path, or botocore's.
 
-botocore signs the request, resolves the endpoint and parses HTTP errors raised before the
-stream; from the 200 response on, we read the body ourselves. This is the only module that
-touches aiobotocore internals (``AioEventStream._raw_stream``); ``check_aiobotocore_shape()``
-fails loudly if they change.
+The fast path (``_fastpath``) sends the request itself on the client's own aiohttp pool. The
+botocore path lets ``client.converse_stream()`` sign, resolve the endpoint and parse HTTP errors
+raised before the stream; from the 200 response on, we read the body ourselves. It touches
+aiobotocore internals (``AioEventStream._raw_stream``); ``check_aiobotocore_shape()`` fails
+loudly if they change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiobotocore.eventstream import AioEventStream
 
 from ._fastpath import AiohttpBody, open_fast, route
 
-__all__ = ["RawBody", "check_aiobotocore_shape", "json_body", "open_converse_stream"]
+if TYPE_CHECKING:
+    from ._request import Request
+
+__all__ = ["RawBody", "check_aiobotocore_shape", "open_stream"]
 
 log = logging.getLogger("aiostream_chat")
-_HOOK = "before-call.bedrock-runtime.ConverseStream"
 _closing: set[asyncio.Task[None]] = set()  # keeps scheduled httpx closes alive
-_body_override: ContextVar[bytes | None] = ContextVar("aiostream_chat_body", default=None)
 
 
 class RawBody(Protocol):
@@ -85,45 +84,47 @@ def check_aiobotocore_shape(stream: object) -> Any:
     return stream._raw_stream
 
 
-def json_body(params: dict[str, Any]) -> bytes:
-    """The JSON request body Bedrock expects for ``params`` (bytes as base64, like botocore)."""
+# botocore validates and serialises a minimal stand-in; these hooks then put our own body in
+# its place before signing. The body travels in the call's own request context, not in any
+# global, so concurrent calls on one client never see each other's body.
+_STAND_IN = [{"role": "user", "content": [{"text": "-"}]}]
+_BODY_KEY = "aiostream_chat_body"
+_EVENTS = (
+    ("before-parameter-build.bedrock-runtime.ConverseStream", "_take_body"),
+    ("before-call.bedrock-runtime.ConverseStream", "_put_body"),
+)
 
-    def encode(value: object) -> str:
-        if isinstance(value, bytes | bytearray):
-            return base64.b64encode(value).decode("ascii")
-        raise TypeError(f"cannot send a {type(value).__name__} to Bedrock")
 
-    fields = {k: v for k, v in params.items() if k != "modelId"}
-    return json.dumps(fields, default=encode, separators=(",", ":")).encode()
+def _take_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    body = params.pop(_BODY_KEY, None)
+    if body is not None:
+        context[_BODY_KEY] = body
 
 
-def _swap_body(params: dict[str, Any], **_: Any) -> None:
-    body = _body_override.get()
+def _put_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    body = context.pop(_BODY_KEY, None)
     if body is not None:
         params["body"] = body
 
 
-async def open_converse_stream(
-    client: Any, params: dict[str, Any], body: bytes | None = None
-) -> RawBody:
-    """Send the request; return the body once Bedrock answered 200 (errors raise botocore's).
+_HANDLERS = {"_take_body": _take_body, "_put_body": _put_body}
 
-    ``body``, when given, replaces the JSON botocore serialised, after its validation and
-    before signing: botocore 1.40 rejects content blocks newer than its model, which we
-    must still send back to Bedrock verbatim.
-    """
+
+def _install_hooks(client: Any) -> None:
+    events = client.meta.events
+    for event, name in _EVENTS:
+        # unique_id makes this idempotent: each client gets each handler once.
+        events.register(event, _HANDLERS[name], unique_id=f"aiostream_chat.{name}")
+
+
+async def open_stream(client: Any, request: Request) -> RawBody:
+    """Send ``request``; return the body once Bedrock answered 200 (errors raise botocore's)."""
     fast = await route(client)
     if fast is not None:
-        return await open_fast(fast, client, params["modelId"], body or json_body(params))
-    if body is None:
-        response = await client.converse_stream(**params)
-    else:
-        client.meta.events.register(_HOOK, _swap_body, unique_id="aiostream_chat.swap_body")
-        token = _body_override.set(body)
-        try:
-            response = await client.converse_stream(**params)
-        finally:
-            _body_override.reset(token)
+        return await open_fast(fast, client, request.model_id, request.json())
+    _install_hooks(client)
+    params = {"modelId": request.model_id, "messages": _STAND_IN, _BODY_KEY: request.json()}
+    response = await client.converse_stream(**params)
     raw = check_aiobotocore_shape(response["stream"])
     request_id = response.get("ResponseMetadata", {}).get("RequestId")
     if isinstance(raw, aiohttp.ClientResponse):

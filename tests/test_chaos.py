@@ -254,8 +254,9 @@ def _check_turn(
 ) -> None:
     words = turn.words(index)
     full = "".join(words)
-    # An attempt cut off by a deadline before the emulator read the request is not served.
-    assert 1 <= served <= result.attempts
+    # An attempt cut off by a deadline before the emulator read the request is not served:
+    # with STALLING's short deadlines on a loaded machine, that can be every attempt.
+    assert (0 if turn.stalls else 1) <= served <= result.attempts
     if result.error is None:
         assert result.text == full
         assert result.seen == words  # the whole reply, once

@@ -25,8 +25,10 @@ from aiostream_chat._client import KEEPALIVE_TIMEOUT
 from aiostream_chat._codec import EventStreamDecoder
 from aiostream_chat._fastpath import check_botocore_shape, foreign_hooks
 from aiostream_chat._http_errors import client_error
+from aiostream_chat._models import Message
+from aiostream_chat._request import build_request
 from aiostream_chat._signing import check_signer_shape, sigv4_headers, use_api_key
-from aiostream_chat._transport import check_aiobotocore_shape, open_converse_stream
+from aiostream_chat._transport import check_aiobotocore_shape, open_stream
 from aiostream_chat.testing import FakeBedrock, reply
 
 PARAMS = {"modelId": "m", "messages": [{"role": "user", "content": [{"text": "hi"}]}]}
@@ -53,13 +55,14 @@ async def test_raw_body_is_exposed_and_untouched(
     assert frames[-1].headers[":event-type"] == "metadata"
 
 
-async def test_open_converse_stream_reads_the_body(
+async def test_open_stream_reads_the_body(
     fake_bedrock: FakeBedrock, session: aioboto3.Session
 ) -> None:
     """The adapter yields the body bytes and the x-amzn-RequestId of the response."""
     fake_bedrock.enqueue(reply("hello"))
     async with session.client("bedrock-runtime", endpoint_url=fake_bedrock.endpoint_url) as client:
-        body = await open_converse_stream(client, PARAMS)
+        request = build_request(model_id="m", messages=[Message.user("hi")])
+        body = await open_stream(client, request)
         data = b""
         while chunk := await body.read():
             data += chunk
