@@ -16,9 +16,12 @@ returns None and the caller takes the botocore path:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -27,12 +30,12 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import botocore
+import botocore.exceptions as boto
 from aiobotocore.httpsession import AIOHTTPSession
 from botocore.awsrequest import AWSRequest
 from botocore.tokens import FrozenAuthToken
 from yarl import URL
 
-from ._errors import ConnectionLostError
 from ._http_errors import error_from_response
 from ._signing import check_signer_shape, sign, sigv4_headers
 
@@ -275,6 +278,31 @@ async def _auth_headers(route: Route, client: Any, model_id: str, body: bytes) -
     return {k.lower(): v for k, v in request.headers.items()}
 
 
+@contextlib.contextmanager
+def _as_botocore_errors(url: str) -> Iterator[None]:
+    """Raise the botocore exception aiobotocore raises for the same aiohttp failure, so both
+    paths map to the same error with the same ``__cause__``."""
+    try:
+        yield
+    except aiohttp.ClientSSLError as exc:
+        raise boto.SSLError(endpoint_url=url, error=exc) from exc
+    except (
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientPayloadError,
+        aiohttp.http_exceptions.BadStatusLine,
+    ) as exc:
+        # Typically a pooled connection the server had closed: nothing came back yet.
+        raise boto.ConnectionClosedError(endpoint_url=url, error=exc) from exc
+    except aiohttp.ServerTimeoutError as exc:
+        if str(exc).lower().startswith("connect"):
+            raise boto.ConnectTimeoutError(endpoint_url=url, error=exc) from exc
+        raise boto.ReadTimeoutError(endpoint_url=url, error=exc) from exc
+    except (aiohttp.ClientConnectionError, socket.gaierror) as exc:
+        raise boto.EndpointConnectionError(endpoint_url=url, error=exc) from exc
+    except aiohttp.ClientError as exc:  # e.g. a malformed response: botocore's catch-all
+        raise boto.HTTPClientError(error=exc) from exc
+
+
 async def open_fast(route: Route, client: Any, model_id: str, body: bytes) -> AiohttpBody:
     """Send one ConverseStream request; return the body once Bedrock answered 200."""
     headers = await _auth_headers(route, client, model_id, body)
@@ -283,13 +311,8 @@ async def open_fast(route: Route, client: Any, model_id: str, body: bytes) -> Ai
     session = await route.http_session._get_session(None)
     note_pool_wait(session.connector)
     url = route.target(model_id)[1]
-    try:
+    with _as_botocore_errors(str(url)):
         response = await session.post(url, data=body, headers=headers)
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise ConnectionLostError(f"timed out connecting to Bedrock: {exc!r}") from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        # Typically a pooled connection the server had closed: nothing was sent back yet.
-        raise ConnectionLostError(f"the connection closed before a response: {exc!r}") from exc
     request_id = response.headers.get("x-amzn-RequestId")
     if response.status == 200:
         return AiohttpBody(response, request_id)
