@@ -2,10 +2,12 @@
 
 botocore's per-call pipeline (parameter validation, serialisation, endpoint rules, user agent,
 event hooks) costs more client CPU than the rest of a short turn. Here the endpoint is resolved
-once per client by botocore's own ruleset, the JSON body is ours, the request is signed by the
-client's own signer (SigV4 with its credentials, or bearer auth), and it goes out on the
-client's own aiohttp session. Where that is not provably what botocore would send, ``route()``
-returns None and the caller takes the botocore path:
+once per client by botocore's own ruleset, the JSON body is ours, the request is signed with
+the client's own credentials (SigV4 by ``_signing.sigv4_headers``, tested equal to botocore's;
+bearer auth for API keys; the client's botocore signer for anything else), and it goes out on
+the client's own aiohttp session. Where that is not provably what botocore would send,
+``route()`` (checked once per client, on its first request) returns None and the caller takes
+the botocore path:
 
 - the httpx backend, a proxy for the endpoint, FIPS or dual-stack endpoints, endpoint rules
   that add headers;
