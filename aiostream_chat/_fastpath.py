@@ -225,9 +225,8 @@ async def route(client: Any) -> Route | None:
 
 def note_pool_wait(connector: Any) -> None:
     """Say once per pool when a request will wait for a free connection."""
-    limit = getattr(connector, "limit", 0)
-    busy = len(getattr(connector, "_acquired", ()))
-    if limit and busy >= limit and connector not in _pool_warned:
+    limit = connector.limit
+    if limit and len(connector._acquired) >= limit and connector not in _pool_warned:
         _pool_warned.add(connector)
         log.warning(
             "all %d pooled connections are in use: turns now wait for a free one "
