@@ -61,6 +61,7 @@ from ._models import (
     ToolUseBlock,
     Usage,
 )
+from ._otel import instrument, uninstrument
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
@@ -126,6 +127,8 @@ __all__ = [
     "UnknownEvent",
     "Usage",
     "__version__",
+    "instrument",
+    "uninstrument",
 ]
 
 # Tracebacks and reprs read `aiostream_chat.ThrottlingError`, not the private module.

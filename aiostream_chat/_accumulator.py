@@ -56,10 +56,15 @@ class _Block:
     tool_input: list[str] = field(default_factory=list)
     tool_value: dict[str, Any] | None = None
     raw: dict[str, Any] | None = None
+    """Set for a block kind this version does not know: its start and every delta, merged."""
+    unknown: list[dict[str, Any]] = field(default_factory=list)
+    """Deltas of kinds this version does not know, in arrival order."""
 
     def content(self) -> ContentBlock | None:
         if self.raw is not None:
             return RawBlock(data=self.raw)
+        if self.unknown and not self.typed():
+            return RawBlock(data=self._merged_unknown())
         if self.tool is not None:
             return ToolUseBlock(
                 tool_use_id=self.tool.tool_use_id,
@@ -72,6 +77,16 @@ class _Block:
         if not text and not self.citations:
             return None  # Bedrock rejects blank text blocks when the history is sent back
         return TextBlock(text=text, citations=tuple(self.citations))
+
+    def typed(self) -> bool:
+        """Whether a start or delta of a kind we know (text, reasoning, tool use) arrived."""
+        return bool(self.tool or self.reasoning or self.text or self.tool_input or self.citations)
+
+    def _merged_unknown(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for delta in self.unknown:
+            _merge_raw(merged, delta)
+        return merged
 
     def parse_input(self) -> dict[str, Any]:
         raw = "".join(self.tool_input)
@@ -169,34 +184,32 @@ class Accumulator:
 
     def _delta(self, index: int, delta: dict[str, Any], payload: dict[str, Any]) -> StreamEvent:
         block = self._blocks.get(index) or self._block(index)
+        self.content_started = True
         text = delta.get("text")
         if type(text) is str and type(index) is int and block.raw is None:
             # The hot path (one per token): the same as the first case below, without `match`.
-            self.content_started = True
             block.text.append(text)
             return text_delta(index, text)
+        if block.raw is not None:  # a block kind we do not know: keep all of it verbatim
+            _merge_raw(block.raw, delta)
+            return UnknownEvent(name="contentBlockDelta", payload=payload)
         match delta:
-            case {"text": str(text)} if block.raw is None:
-                self.content_started = True
+            case {"text": str(text)}:
                 block.text.append(text)
                 return TextDelta(index=index, text=text)
-            case {"toolUse": {"input": str(fragment)}} if block.raw is None:
-                self.content_started = True
+            case {"toolUse": {"input": str(fragment)}}:
                 block.tool_input.append(fragment)
                 return ToolUseDelta(index=index, input_fragment=fragment)
-            case {"reasoningContent": dict(reasoning)} if block.raw is None:
-                self.content_started = True
+            case {"reasoningContent": dict(reasoning)}:
                 block.reasoning = True
                 return self._reasoning(index, block, reasoning)
-            case {"citation": dict(citation)} if block.raw is None:
-                self.content_started = True
+            case {"citation": dict(citation)}:
                 block.citations.append(citation)
                 return CitationDelta(index=index, citation=citation)
             case _:
-                self.content_started = True
-                if block.raw is None:
-                    block.raw = {}
-                _merge_raw(block.raw, delta)
+                # An unknown delta inside a known block is forwarded and set aside; the block's
+                # own deltas before and after it still build a well-formed block.
+                block.unknown.append(copy.deepcopy(delta))
                 return UnknownEvent(name="contentBlockDelta", payload=payload)
 
     @staticmethod

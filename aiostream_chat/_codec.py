@@ -7,6 +7,7 @@ value``. This module knows nothing about Bedrock; it turns bytes into ``Frame`` 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import struct
 import uuid
@@ -16,7 +17,7 @@ from zlib import crc32
 
 from ._errors import StreamDecodeError
 
-__all__ = ["EventStreamDecoder", "Frame", "HeaderValue", "encode_frame"]
+__all__ = ["EventStreamDecoder", "Frame", "HeaderValue", "encode_frame", "split_frames"]
 
 PRELUDE_LENGTH: Final = 12
 MIN_MESSAGE_LENGTH: Final = PRELUDE_LENGTH + 4
@@ -113,7 +114,8 @@ class EventStreamDecoder:
     """Turns a byte stream, split at any boundary, into frames.
 
     ``feed()`` returns the frames completed by the new bytes. Anything malformed raises
-    ``StreamDecodeError`` and leaves the decoder unusable.
+    ``StreamDecodeError``, whose ``frames`` are those decoded intact before the bad one in
+    that call, and leaves the decoder unusable.
     """
 
     __slots__ = ("_broken", "_buffer")
@@ -147,7 +149,14 @@ class EventStreamDecoder:
         return frames
 
     @staticmethod
-    def _parse(data: bytes | bytearray | memoryview) -> tuple[list[Frame], int]:
+    def _parse(
+        data: bytes | bytearray | memoryview, ends: list[int] | None = None
+    ) -> tuple[list[Frame], int]:
+        """The whole frames at the start of ``data`` and the bytes they span.
+
+        The one walk over frame lengths in the package; ``ends`` (when given) collects the
+        offset where each frame ends.
+        """
         frames: list[Frame] = []
         pos, size = 0, len(data)
         known = _known_headers
@@ -182,12 +191,29 @@ class EventStreamDecoder:
                     known[block] = headers
                 frames.append(Frame(headers.copy(), bytes(view[headers_end:end])))
                 pos += total
+                if ends is not None:
+                    ends.append(pos)
         except StreamDecodeError as exc:
-            exc.frames = frames  # the intact frames before the bad one
+            exc.frames = frames
             raise
         finally:
             view.release()
         return frames, pos
+
+
+def split_frames(body: bytes) -> list[bytes]:
+    """Cut a body at frame boundaries; whatever does not decode stays one last part."""
+    ends: list[int] = []
+    # A bad frame ends the walk: the parts before it are cut, the rest stays whole.
+    with contextlib.suppress(StreamDecodeError):
+        EventStreamDecoder._parse(body, ends)
+    parts, start = [], 0
+    for end in ends:
+        parts.append(body[start:end])
+        start = end
+    if start < len(body):
+        parts.append(body[start:])
+    return parts
 
 
 def _encode_header(name: str, given: Header | HeaderValue) -> bytes:

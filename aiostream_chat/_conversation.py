@@ -8,7 +8,7 @@ from typing import Any
 import aioboto3
 
 from ._client import ClientManager
-from ._config import Timeouts
+from ._config import Timeouts, check_turn_timeouts
 from ._errors import ConversationBusyError
 from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
@@ -16,14 +16,34 @@ from ._models import (
     Message,
     Reply,
     ToolSpec,
+    Usage,
 )
 from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
-from ._validate import Prompt, check_tools, check_type, user_message
+from ._validate import (
+    Prompt,
+    check_client,
+    check_history,
+    check_next,
+    check_tools,
+    check_type,
+    user_message,
+)
 
 __all__ = ["AsyncConversation"]
+
+
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The field-by-field sum of two usages."""
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
+        cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
+    )
 
 
 class _ConversationTurn:
@@ -72,6 +92,7 @@ class _ConversationTurn:
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
         conv._history = (*conv._history, *added)
+        conv._usage = add_usage(conv._usage, reply.usage)
 
     def release(self) -> None:
         conv = self._conv
@@ -118,15 +139,12 @@ class AsyncConversation:
         check_type("endpoint_url", endpoint_url, str)
         check_type("api_key", api_key, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError("max_connections must be an int")
+            raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if isinstance(history, str | bytes):
-            raise TypeError("history must be an iterable of Message")
-        messages = tuple(history)
-        for message in messages:
-            if not isinstance(message, Message):
-                raise TypeError(f"history must hold Message objects, not {type(message).__name__}")
+        check_type("session", session, aioboto3.Session)
+        check_client(client)
+        messages = check_history(history)
         self._model_id = model_id
         self._system = system
         self._history: tuple[Message, ...] = messages
@@ -135,6 +153,7 @@ class AsyncConversation:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
         self._open_streams: set[ChatStream | None] = set()
         self._clients = ClientManager(
@@ -163,6 +182,11 @@ class AsyncConversation:
         return self._history
 
     @property
+    def usage(self) -> Usage:
+        """Token usage summed over this conversation's completed turns (not its forks')."""
+        return self._usage
+
+    @property
     def busy(self) -> bool:
         """True while a turn is in flight."""
         return self._active is not None
@@ -180,9 +204,11 @@ class AsyncConversation:
     ) -> ChatStream:
         """A stream for one turn; no I/O happens until it is iterated or entered."""
         message = user_message(prompt)
+        check_next(self._history, message)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_turn_timeouts(self._timeouts, timeouts)
         turn_tools = self._tools if tools is None else check_tools(tools)
         turn = _ConversationTurn(self, message, inference or self._inference, turn_tools)
         return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
@@ -208,6 +234,7 @@ class AsyncConversation:
         child = AsyncConversation.__new__(AsyncConversation)
         child.__dict__.update(self.__dict__)
         child._active = None
+        child._usage = Usage()
         child._clients = self._clients.borrow()
         return child
 

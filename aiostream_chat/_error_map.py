@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import botocore.exceptions as boto
@@ -116,10 +117,11 @@ def map_exception(exc: BaseException, *, content_started: bool) -> e.ChatError |
         return e.InvalidRequestError(
             "no AWS region: pass region_name= or set AWS_REGION", code="NoRegion"
         )
+    if isinstance(exc, boto.EndpointConnectionError | aiohttp.ClientConnectorError):
+        return _not_connected(exc)
     if isinstance(
         exc,
-        boto.EndpointConnectionError
-        | boto.ConnectionClosedError
+        boto.ConnectionClosedError
         | aiohttp.ClientConnectionError
         | aiohttp.ClientPayloadError
         | ConnectionError,
@@ -135,6 +137,24 @@ def map_exception(exc: BaseException, *, content_started: bool) -> e.ChatError |
     return None
 
 
+def _not_connected(exc: Exception) -> e.ConnectionLostError:
+    """The connection never opened (refused, unreachable, DNS): say so, naming the endpoint."""
+    inner = exc.kwargs.get("error") if isinstance(exc, boto.EndpointConnectionError) else exc
+    if isinstance(exc, boto.EndpointConnectionError):
+        parts = urlsplit(str(exc.kwargs.get("endpoint_url", "")))
+        endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "Bedrock"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        endpoint = f"{exc.host}:{exc.port}"
+    else:
+        endpoint = "Bedrock"
+    os_error = getattr(inner, "os_error", inner)
+    if isinstance(os_error, ConnectionRefusedError):
+        reason = "the connection was refused"
+    else:
+        reason = str(os_error or exc)
+    return e.ConnectionLostError(f"could not connect to {endpoint}: {reason}")
+
+
 def _map_httpx(exc: BaseException, content_started: bool) -> e.ChatError | None:
     try:
         import httpx
@@ -145,6 +165,8 @@ def _map_httpx(exc: BaseException, content_started: bool) -> e.ChatError | None:
             return e.ConnectionLostError(f"timed out connecting to Bedrock: {exc!r}")
         cls = e.IdleTimeoutError if content_started else e.FirstTokenTimeoutError
         return cls(f"the stream stalled: {exc!r}")
+    if isinstance(exc, httpx.ConnectError):
+        return e.ConnectionLostError(f"could not connect to Bedrock: {exc!r}")
     if isinstance(exc, httpx.TransportError):
         return e.ConnectionLostError(f"connection to Bedrock lost: {exc!r}")
     return None

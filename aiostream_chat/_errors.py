@@ -13,7 +13,7 @@ ChatError                      every failure of a turn; carries request_id, atte
 │   ├── AccessDeniedError        the credentials may not call this model
 │   └── ResourceNotFoundError    the model or resource does not exist
 ├── TransportError             the HTTP exchange broke (retryable)
-│   ├── ConnectionLostError      connection refused, reset or aborted
+│   ├── ConnectionLostError      could not connect, or the connection was reset or aborted
 │   ├── IncompleteStreamError    the stream ended without messageStop
 │   └── StreamDecodeError        a frame was malformed or failed its checksum
 └── StreamTimeoutError         a deadline passed; also a builtin TimeoutError
@@ -26,7 +26,11 @@ ConversationBusyError and StreamClosedError are RuntimeErrors: they report misus
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._codec import Frame
 
 __all__ = [
     "AccessDeniedError",
@@ -101,78 +105,106 @@ class BedrockError(ChatError):
 
 
 class ThrottlingError(BedrockError):
+    """Too many requests or tokens for the account's quota (retryable)."""
+
     retryable = True
 
 
 class ServiceUnavailableError(BedrockError):
+    """The service is temporarily unavailable (retryable)."""
+
     retryable = True
 
 
 class InternalServerError(BedrockError):
+    """Bedrock failed internally (retryable)."""
+
     retryable = True
 
 
 class ModelStreamError(BedrockError):
+    """The model failed while streaming its reply (retryable)."""
+
     retryable = True
 
 
 class ModelNotReadyError(BedrockError):
+    """The model is not ready to serve yet (retryable)."""
+
     retryable = True
 
 
 class ModelTimeoutError(BedrockError):
+    """The model took too long to answer (retryable)."""
+
     retryable = True
 
 
 class ModelError(BedrockError):
-    pass
+    """The model returned an error it would return again (not retried)."""
 
 
 class InvalidRequestError(BedrockError):
-    pass
+    """Bedrock rejected the request as invalid (ValidationException, quota exceeded)."""
 
 
 class AccessDeniedError(BedrockError):
-    pass
+    """The credentials may not call this model, or there are none."""
 
 
 class ResourceNotFoundError(BedrockError):
-    pass
+    """The model or another named resource does not exist."""
 
 
 class TransportError(ChatError):
+    """The HTTP exchange with Bedrock broke (retryable)."""
+
     retryable = True
 
 
 class ConnectionLostError(TransportError):
-    pass
+    """Could not connect, or the connection was reset or aborted mid-stream."""
 
 
 class IncompleteStreamError(TransportError):
-    pass
+    """The response body ended before messageStop."""
 
 
 class StreamDecodeError(TransportError):
-    """A frame of the stream was malformed or failed its checksum."""
+    """A frame of the response was malformed or failed its checksum."""
 
-    frames: list[Any] = []  # noqa: RUF012  # set per instance by the decoder
-    """The intact frames decoded before the bad one, in the same read."""
+    def __init__(
+        self,
+        message: str,
+        *,
+        frames: Iterable[Frame] = (),
+        request_id: str | None = None,
+        attempts: int = 1,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(
+            message, request_id=request_id, attempts=attempts, partial_text=partial_text
+        )
+        self.frames: list[Frame] = list(frames)
+        """The frames decoded intact, in the same ``feed()`` call, before the bad one."""
 
 
 class StreamTimeoutError(ChatError, TimeoutError):
-    pass
+    """A deadline of the turn passed; also a builtin TimeoutError."""
 
 
 class FirstTokenTimeoutError(StreamTimeoutError):
+    """No content arrived in time after an attempt started (retryable)."""
+
     retryable = True
 
 
 class IdleTimeoutError(StreamTimeoutError):
-    pass
+    """The stream stalled between events for longer than the idle timeout."""
 
 
 class TotalTimeoutError(StreamTimeoutError):
-    pass
+    """The turn's whole time budget ran out (never retried)."""
 
 
 class ConversationBusyError(RuntimeError):

@@ -163,6 +163,7 @@ async def _limiter(base: AsyncConversation, concurrency: int) -> AdaptiveLimiter
             concurrency,
             pool,
             pool,
+            extra={"model_id": base.model_id, "request_id": None},
         )
         limit = pool
     return AdaptiveLimiter(limit, _pause_policy(base._retry))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
     "ContentBlock",
@@ -39,7 +40,33 @@ class Frozen(BaseModel):
                 if name in data:
                     raise TypeError(f"{type(self).__name__} got two values for {name!r}")
                 data[name] = value
-        super().__init__(**data)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise plain_error(type(self).__name__, exc) from None
+
+
+# Pydantic error types that mean "a value of the right type, out of range".
+_RANGE_ERRORS = ("greater_than", "less_than", "too_short", "too_long", "literal_error")
+_SHOULD = re.compile(r"^\w+ should")  # "Input should be ..." -> "must be ..."
+
+
+def plain_error(model: str, exc: ValidationError) -> ValueError | TypeError:
+    """One plain sentence for the first problem pydantic found (no error URL)."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"])
+    where = f"{model}.{field}" if field else model
+    kind, message = error["type"], error["msg"]
+    if kind == "missing":
+        return TypeError(f"{where} is required")
+    if kind == "value_error":
+        return ValueError(f"{where}: {message.removeprefix('Value error, ')}")
+    given = repr(error["input"])
+    given = given if len(given) <= 40 else given[:37] + "..."
+    sentence = f"{where} {_SHOULD.sub('must', message)}, not {given}"
+    if any(part in kind for part in _RANGE_ERRORS):
+        return ValueError(sentence)
+    return TypeError(sentence)
 
 
 class TextBlock(Frozen):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from pydantic import Field
 
 from ._models import Frozen
 
-__all__ = ["RetryPolicy", "no_backoff"]
+__all__ = ["RetryPolicy", "no_backoff", "set_backoff"]
 
 _no_backoff = False
 
@@ -22,10 +21,11 @@ class RetryPolicy(Frozen):
     capped at ``max_delay``, with full jitter (a uniform draw between zero and the cap).
     """
 
-    max_attempts: int = Field(default=4, ge=1)
-    initial_delay: float = Field(default=0.5, ge=0)
-    max_delay: float = Field(default=20.0, ge=0)
-    jitter: bool = True
+    # strict: "3" or True is not a count, "0.5" is not a delay.
+    max_attempts: int = Field(default=4, ge=1, strict=True)
+    initial_delay: float = Field(default=0.5, ge=0, strict=True)
+    max_delay: float = Field(default=20.0, ge=0, strict=True)
+    jitter: bool = Field(default=True, strict=True)
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -42,12 +42,31 @@ class RetryPolicy(Frozen):
         return random.uniform(0.0, cap) if self.jitter else cap
 
 
-@contextlib.contextmanager
-def no_backoff() -> Iterator[None]:
-    """Within this block retries happen without sleeping (for tests)."""
+class _Restore:
+    """Puts the previous backoff setting back when its ``with`` block ends."""
+
+    __slots__ = ("_previous",)
+
+    def __init__(self, previous: bool) -> None:
+        self._previous = previous
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _no_backoff
+        _no_backoff = self._previous
+
+
+def set_backoff(enabled: bool) -> AbstractContextManager[None]:
+    """Switch backoff sleeps on or off now (for tests); used in ``with``, restores on exit."""
     global _no_backoff
-    previous, _no_backoff = _no_backoff, True
-    try:
-        yield
-    finally:
-        _no_backoff = previous
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, not {type(enabled).__name__}")
+    previous, _no_backoff = _no_backoff, not enabled
+    return _Restore(previous)
+
+
+def no_backoff() -> AbstractContextManager[None]:
+    """Within this block retries happen without sleeping (for tests): ``set_backoff(False)``."""
+    return set_backoff(False)

@@ -160,7 +160,7 @@ class ChatStream:
         factory = _observe.observer_factory
         if factory is not None:
             self._observer = factory(TurnInfo(self._turn.model_id, self._turn.endpoint_url()))
-        log.debug("turn started: model=%s", self._turn.model_id)
+        log.debug("turn started: model=%s", self._turn.model_id, extra=self._log_fields())
 
     async def _take(self, pick: Callable[[StreamEvent], T | None]) -> T:
         """The next event ``pick`` accepts (as it maps it); StopAsyncIteration at the end."""
@@ -261,7 +261,12 @@ class ChatStream:
             self._finish(failed(error))
             raise
         self._finish(completed(reply))
-        log.debug("turn completed: attempts=%d duration=%.3fs", self._attempts, metrics.duration)
+        log.debug(
+            "turn completed: attempts=%d duration=%.3fs",
+            self._attempts,
+            metrics.duration,
+            extra=self._log_fields(reply.request_id),
+        )
 
     # -- deadlines and cancellation --------------------------------------------------------
 
@@ -328,7 +333,12 @@ class ChatStream:
         if self._can_retry(error):
             return
         self._fail(error)
-        log.debug("turn failed after %d attempt(s): %r", self._attempts, error)
+        log.debug(
+            "turn failed after %d attempt(s): %r",
+            self._attempts,
+            error,
+            extra=self._log_fields(error.request_id),
+        )
         if error is exc:
             raise error
         raise error from exc
@@ -353,8 +363,15 @@ class ChatStream:
             self._attempts + 1,
             self._retry.max_attempts,
             type(error).__name__,
+            extra=self._log_fields(error.request_id),
         )
         return True
+
+    def _log_fields(self, request_id: str | None = None) -> dict[str, Any]:
+        """The ``extra`` of every log record: the request id and the model id, never content."""
+        if request_id is None and self._attempt is not None:
+            request_id = self._attempt.request_id
+        return {"request_id": request_id, "model_id": self._turn.model_id}
 
     def _fail(self, error: ChatError) -> None:
         if self._observer is not None:
@@ -386,4 +403,6 @@ class ChatStream:
             if self._observer is not None:
                 self._observer.call_ended(None, None)
             self._finish(CANCELLED)
-            log.debug("turn cancelled after %d attempt(s)", self._attempts)
+            log.debug(
+                "turn cancelled after %d attempt(s)", self._attempts, extra=self._log_fields()
+            )

@@ -111,7 +111,37 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     p.add_argument("--uvloop", action="store_true", help="run the client on uvloop")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per side")
+    p.add_argument(
+        "--instrument",
+        action="store_true",
+        help="SDK side with aiostream_chat.instrument() (OpenTelemetry SDK, spans discarded)",
+    )
     return p
+
+
+def instrument_if(args: argparse.Namespace) -> None:
+    """With --instrument: trace and meter every turn through the OpenTelemetry SDK.
+
+    Spans go through a SimpleSpanProcessor to an exporter that drops them, so the cost
+    measured is building and ending spans and recording metric points, not exporting.
+    """
+    if not args.instrument:
+        return
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    import aiostream_chat
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    aiostream_chat.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], use_uvloop: bool) -> None:

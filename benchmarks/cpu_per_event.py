@@ -1,12 +1,23 @@
 """Client CPU per streamed text event on a 20,000-event reply: SDK vs the raw aioboto3 loop.
 
-Run with: python benchmarks/cpu_per_event.py [--uvloop] [--rounds 7] [--events 20000]
+Run with: python benchmarks/cpu_per_event.py [--uvloop] [--instrument] [--rounds 7] [--events 20000]
 Target: ratio SDK / raw <= 0.6.
 """
 
 from __future__ import annotations
 
-from _common import MODEL, parser, raw_config, raw_turn, report, run, server, session, timed
+from _common import (
+    MODEL,
+    instrument_if,
+    parser,
+    raw_config,
+    raw_turn,
+    report,
+    run,
+    server,
+    session,
+    timed,
+)
 
 from aiostream_chat import AsyncConversation
 
@@ -15,6 +26,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--events", type=int, default=20_000)
     args = p.parse_args()
+    instrument_if(args)
     rounds = args.rounds or 7
     prompt = f"bench n={args.events} delay=0"
 

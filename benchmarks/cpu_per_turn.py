@@ -1,13 +1,24 @@
 """Client CPU per short turn (request + a few events): SDK vs the raw aioboto3 loop.
 
-Run with: python benchmarks/cpu_per_turn.py [--uvloop] [--rounds 7] [--turns 200]
+Run with: python benchmarks/cpu_per_turn.py [--uvloop] [--instrument] [--rounds 7] [--turns 200]
 Each round runs `--turns` sequential turns per side (alternating sides); a turn is one
 ConverseStream request answered with 5 text deltas (9 events). Target: ratio <= 1.1.
 """
 
 from __future__ import annotations
 
-from _common import MODEL, parser, raw_config, raw_turn, report, run, server, session, timed
+from _common import (
+    MODEL,
+    instrument_if,
+    parser,
+    raw_config,
+    raw_turn,
+    report,
+    run,
+    server,
+    session,
+    timed,
+)
 
 from aiostream_chat import AsyncConversation
 
@@ -18,6 +29,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--turns", type=int, default=200)
     args = p.parse_args()
+    instrument_if(args)
     rounds, turns = args.rounds or 7, args.turns
 
     async def bench() -> None:

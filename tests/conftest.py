@@ -1,4 +1,4 @@
-"""Shared fixtures: a conversation factory wired to the `fake_bedrock` emulator."""
+"""Shared fixtures and test data: a conversation factory wired to the `fake_bedrock` emulator."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import aioboto3
 import pytest
 import pytest_asyncio
 
-from aiostream_chat import AsyncConversation
-from aiostream_chat import _retry as retry_module
-from aiostream_chat.testing import FakeBedrock, no_backoff
+from aiostream_chat import AsyncConversation, Message
+from aiostream_chat.testing import FakeBedrock, no_backoff, set_backoff
 
 # Never let botocore look for credentials off this machine (instance metadata).
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 MODEL = "us.amazon.nova-micro-v1:0"
+# One earlier exchange, so tests can see that a failed turn leaves history exactly as it was.
+HISTORY = (Message.user("earlier question"), Message.assistant("earlier answer"))
 
 MakeConv = Callable[..., AsyncConversation]
 
@@ -32,19 +33,20 @@ def _no_backoff() -> Iterator[None]:
 @pytest.fixture
 def real_backoff() -> Iterator[None]:
     """Undo the suite's no_backoff() for one test, so that backoff sleeps really happen."""
-    previous = retry_module._no_backoff
-    retry_module._no_backoff = False
-    try:
+    with set_backoff(True):
         yield
-    finally:
-        retry_module._no_backoff = previous
+
+
+def dummy_session() -> aioboto3.Session:
+    """A session with dummy credentials: botocore signs requests, nothing leaves loopback."""
+    return aioboto3.Session(
+        aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1"
+    )
 
 
 @pytest.fixture
 def session() -> aioboto3.Session:
-    return aioboto3.Session(
-        aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1"
-    )
+    return dummy_session()
 
 
 @pytest_asyncio.fixture

@@ -1,4 +1,4 @@
-"""The pure reducer, fed plain lists of (event name, payload): no I/O, no emulator."""
+"""The reducer fed plain (event name, payload) lists, and end to end where the stack matters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from aiostream_chat import (
+    AsyncConversation,
     Message,
     Metrics,
     ModelError,
@@ -15,10 +16,12 @@ from aiostream_chat import (
     ReasoningBlock,
     TextBlock,
     TextDelta,
+    ToolResultBlock,
     ToolUseBlock,
     UnknownEvent,
 )
 from aiostream_chat._accumulator import Accumulator
+from aiostream_chat.testing import FakeBedrock, raw_events
 
 
 def run(events: list[tuple[str, dict[str, Any]]]) -> tuple[Accumulator, list[Any]]:
@@ -190,3 +193,84 @@ def test_message_bedrock_round_trip() -> None:
     )
     assert Message.from_bedrock(message.to_bedrock()) == message
     assert Message.from_bedrock(message.to_bedrock()).model_dump_json() == message.model_dump_json()
+
+
+def test_unknown_delta_inside_text_block_keeps_text() -> None:
+    """An unknown delta between text deltas is forwarded, and the block stays a TextBlock."""
+    acc, events = run(
+        [
+            delta(0, {"text": "Hel"}),
+            delta(0, {"futureDelta": {"x": 1}}),
+            delta(0, {"text": "lo"}),
+            ("contentBlockStop", {"contentBlockIndex": 0}),
+        ]
+    )
+    assert [type(e).__name__ for e in events[:3]] == ["TextDelta", "UnknownEvent", "TextDelta"]
+    assert events[1].payload["delta"] == {"futureDelta": {"x": 1}}
+    assert acc.message().content == (TextBlock("Hello"),)
+
+
+def test_startless_block_of_unknown_deltas_is_raw() -> None:
+    """A block made only of unknown deltas (no start event) is kept whole as a RawBlock."""
+    acc, _ = run([delta(0, {"futureBlock": {"a": "x"}}), delta(0, {"futureBlock": {"a": "y"}})])
+    assert acc.message().content == (RawBlock(data={"futureBlock": {"a": "xy"}}),)
+
+
+UNKNOWN = {"futureDelta": {"note": "a delta kind this version does not know"}}
+
+
+def _unknown_inside_blocks() -> list[tuple[str, dict[str, Any]]]:
+    start = {"toolUse": {"toolUseId": "tool-1", "name": "weather"}}
+    return [
+        ("messageStart", {"role": "assistant"}),
+        delta(0, {"reasoningContent": {"text": "Think "}}),
+        delta(0, UNKNOWN),
+        delta(0, {"reasoningContent": {"text": "twice."}}),
+        delta(0, {"reasoningContent": {"signature": "SIG"}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        delta(1, {"text": "Let me "}),
+        delta(1, UNKNOWN),
+        delta(1, {"text": "check."}),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        ("contentBlockStart", {"contentBlockIndex": 2, "start": start}),
+        delta(2, {"toolUse": {"input": '{"city": '}}),
+        delta(2, UNKNOWN),
+        delta(2, {"toolUse": {"input": '"Paris"}'}}),
+        ("contentBlockStop", {"contentBlockIndex": 2}),
+        ("messageStop", {"stopReason": "tool_use"}),
+        ("metadata", {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}),
+    ]
+
+
+async def test_unknown_deltas_inside_blocks_lose_nothing_end_to_end(
+    fake_bedrock: FakeBedrock, conv: AsyncConversation
+) -> None:
+    """Unknown deltas inside reasoning, text and tool-use blocks arrive as UnknownEvents, while
+    the typed deltas around them still build the reply and history, and the next request sends
+    the assistant message back to Bedrock as well-formed blocks."""
+    fake_bedrock.enqueue(raw_events(_unknown_inside_blocks()))
+    async with conv.stream("Weather in Paris?") as stream:
+        events = [event async for event in stream.events()]
+        reply = await stream.get_reply()
+    unknown = [e for e in events if isinstance(e, UnknownEvent)]
+    assert [e.payload["delta"] for e in unknown] == [UNKNOWN] * 3
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Let me ", "check."]
+    tool = ToolUseBlock(tool_use_id="tool-1", name="weather", input={"city": "Paris"})
+    assert reply.text == "Let me check." and reply.reasoning == "Think twice."
+    assert reply.tool_uses == (tool,)
+    assert conv.history[-1] == reply.message
+    assert reply.message.content == (
+        ReasoningBlock(text="Think twice.", signature="SIG"),
+        TextBlock("Let me check."),
+        tool,
+    )
+    await conv.send([ToolResultBlock(tool_use_id="tool-1", content="18 C, sunny")])
+    sent = fake_bedrock.requests[-1].body["messages"][1]
+    assert sent == {
+        "role": "assistant",
+        "content": [
+            {"reasoningContent": {"reasoningText": {"text": "Think twice.", "signature": "SIG"}}},
+            {"text": "Let me check."},
+            {"toolUse": {"toolUseId": "tool-1", "name": "weather", "input": {"city": "Paris"}}},
+        ],
+    }

@@ -26,9 +26,8 @@ from aiostream_chat import (
 )
 from aiostream_chat.testing import FakeBedrock, Fault, ReceivedRequest, Script, reply
 
-from .conftest import MakeConv
+from .conftest import HISTORY, MakeConv
 
-HISTORY = (Message.user("earlier question"), Message.assistant("earlier answer"))
 # A long, paced reply: the server is still writing when the consumer leaves.
 LONG = [f"chunk{i} " for i in range(100)]
 PACE = 0.02
@@ -63,12 +62,10 @@ async def _arrival(event: asyncio.Event) -> None:
 
 async def _assert_cut_short(fake: FakeBedrock, closed_at: float | None = None) -> None:
     """The emulator saw exactly one response cut short by the client, soon after `closed_at`."""
-    disconnects = await fake.wait_for_disconnects(1, timeout=1.0)
-    assert len(disconnects) == 1
-    assert not disconnects[0].completed
+    (disconnect,) = await fake.assert_all_closed(1, timeout=1.0)
+    assert not disconnect.completed
     if closed_at is not None:
-        assert disconnects[0].time - closed_at < 0.5
-    assert fake.open_streams == 0
+        assert disconnect.time - closed_at < 0.5
 
 
 async def _assert_free_for_next_turn(fake: FakeBedrock, conv: AsyncConversation) -> None:
@@ -292,8 +289,7 @@ async def test_cancel_right_after_start(fake_bedrock: FakeBedrock, make_conv: Ma
     result = await conv.send("next question")
     assert result.text == "next answer"
     assert conv.history == (*HISTORY, Message.user("next question"), result.message)
-    await fake_bedrock.wait_for_disconnects(len(fake_bedrock.requests), timeout=1.0)
-    assert fake_bedrock.open_streams == 0
+    await fake_bedrock.assert_all_closed(timeout=1.0)
 
 
 async def test_outer_asyncio_timeout_cancels_the_turn(

@@ -24,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -52,9 +51,10 @@ from aiostream_chat import (
 )
 from aiostream_chat.testing import FakeBedrock, Fault, ReceivedRequest, Script, reply
 
+from .conftest import HISTORY, dummy_session
+
 TURNS = 240
 MAX_ATTEMPTS = 3
-HISTORY = (Message.user("shared question"), Message.assistant("shared answer"))
 # Stall-free turns: deadlines far beyond any load-induced delay.
 CALM = Timeouts(first_token=20, idle=20)
 # Turns with a stall: short deadlines (a clean attempt may then time out on a busy machine,
@@ -220,9 +220,7 @@ class Scenario:
 async def _run(turns: list[Turn]) -> None:
     unhandled: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unhandled.append(ctx))
-    session = aioboto3.Session(
-        aws_access_key_id="AKIDTEST", aws_secret_access_key="test-secret", region_name="us-east-1"
-    )
+    session = dummy_session()
     async with FakeBedrock() as fake:
         scenario = Scenario(turns, fake)
         async with AsyncConversation(
@@ -243,9 +241,7 @@ async def _run(turns: list[Turn]) -> None:
                 _check_turn(index, turn, fork, result, scenario.served[index])
             requests = len(fake.requests)
             assert requests == sum(scenario.served.values())
-            await fake.wait_for_disconnects(requests, timeout=10.0)
-            assert sorted(d.request_index for d in fake.disconnects) == list(range(requests))
-            assert fake.open_streams == 0
+            await fake.assert_all_closed(requests, timeout=10.0)
     assert unhandled == []
 
 

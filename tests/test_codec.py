@@ -30,6 +30,7 @@ from aiostream_chat._codec import (
     Frame,
     HeaderValue,
     encode_frame,
+    split_frames,
 )
 from aiostream_chat._errors import StreamDecodeError
 
@@ -862,3 +863,45 @@ def test_three_frames_and_a_part(make: Any, partial: int) -> None:
     rest = decoder.feed(make(FOUR_STREAM[cut:]))
     assert _typed_frames(rest) == _expected_frames(FOUR_EXPECTED[3:])
     assert decoder.pending == 0
+
+
+def _event(n: int) -> bytes:
+    return encode_frame({":event-type": "e", ":message-type": "event"}, b'{"n":%d}' % n)
+
+
+def _bad_crc(frame: bytes) -> bytes:
+    return frame[:-4] + bytes(b ^ 0xFF for b in frame[-4:])
+
+
+def test_decode_error_carries_frames_decoded_in_that_call() -> None:
+    """A bad frame raises StreamDecodeError whose .frames are the intact frames decoded before
+    it in the same feed() call (not those returned by earlier calls)."""
+    first, second, third = _event(1), _event(2), _event(3)
+    decoder = EventStreamDecoder()
+    assert [f.payload for f in decoder.feed(first + second[:5])] == [b'{"n":1}']
+    with pytest.raises(StreamDecodeError) as info:
+        decoder.feed(second[5:] + third + _bad_crc(_event(4)) + _event(5))
+    assert [f.payload for f in info.value.frames] == [b'{"n":2}', b'{"n":3}']
+    with pytest.raises(StreamDecodeError) as again:
+        decoder.feed(_event(6))  # the decoder stays broken, with nothing new decoded
+    assert again.value.frames == []
+
+
+def test_decode_error_on_first_frame_has_no_frames() -> None:
+    """A bad first frame carries an empty .frames list."""
+    with pytest.raises(StreamDecodeError) as info:
+        EventStreamDecoder().feed(_bad_crc(_event(1)))
+    assert info.value.frames == []
+
+
+def test_split_frames_reuses_the_decoder_walk() -> None:
+    """split_frames cuts a body at frame boundaries; a truncated or corrupt tail stays one part,
+    and the emulator's replay uses this same function (one frame walk in the package)."""
+    from aiostream_chat.testing import _script
+
+    one, two, three = _event(1), _event(2), _event(3)
+    assert split_frames(one + two + three) == [one, two, three]
+    assert split_frames(one + two[:7]) == [one, two[:7]]
+    assert split_frames(one + _bad_crc(two) + three) == [one, _bad_crc(two) + three]
+    assert split_frames(b"") == []
+    assert _script.split_frames is split_frames

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -13,7 +14,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import aiohttp
 import pytest
 from aiobotocore.config import AioConfig
@@ -33,12 +33,13 @@ from aiostream_chat.testing import (
     replay,
     reply,
 )
+from aiostream_chat.testing._script import play
+from aiostream_chat.testing._wire import event_name
 
-MODEL = "us.amazon.nova-micro-v1:0"
+from .conftest import MODEL, dummy_session
+
 HELLO = [{"role": "user", "content": [{"text": "Hello"}]}]
-SESSION = aioboto3.Session(
-    aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
-)
+SESSION = dummy_session()
 
 Event = dict[str, Any]
 
@@ -750,3 +751,43 @@ async def test_standalone_server_refuses_public_hosts() -> None:
     _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"loopback" in stderr
+
+
+async def test_assert_all_closed_fails_while_a_response_is_open(fake: FakeBedrock) -> None:
+    """assert_all_closed() raises AssertionError while a response is still being written, and
+    returns one disconnect per request once the client closed it."""
+    fake.enqueue(reply("one two three four", chunks=4, delay=0.5))
+    async with bedrock(fake) as client:
+        response = await client.converse_stream(modelId=MODEL, messages=HELLO)
+        async for _ in response["stream"]:
+            break
+        with pytest.raises(AssertionError, match="left open"):
+            await fake.assert_all_closed(1, timeout=0.05)
+        response["stream"].close()
+        (gone,) = await fake.assert_all_closed(1)
+    assert not gone.completed
+    with pytest.raises(AssertionError, match="1 requests, not 2"):
+        await fake.assert_all_closed(2)
+
+
+async def test_play_writes_frames_then_the_fault_once() -> None:
+    """play(), shared by FakeBedrock and RespxBedrock, paces the frames and ends the body with
+    the fault's bytes at the delta the fault names."""
+    script = reply("a b c", chunks=3, fault=Fault.exception("throttlingException", after=2))
+    chunks = [chunk async for chunk in play(script, random.Random(0))]
+    names = [event_name(chunk.data) for chunk in chunks[:-1]]
+    assert names == ["messageStart", "contentBlockDelta", "contentBlockDelta"]
+    assert all(chunk.fault is None for chunk in chunks[:-1])
+    last = chunks[-1]
+    assert last.fault is script.fault
+    (frame,) = EventStreamDecoder().feed(last.data)
+    assert frame.headers[":exception-type"] == "throttlingException"
+
+
+def test_wire_and_script_do_not_import_each_other() -> None:
+    """Fault timing lives on Fault: the wire module no longer imports the script module."""
+    import inspect
+
+    from aiostream_chat.testing import _wire
+
+    assert "_script" not in inspect.getsource(_wire)

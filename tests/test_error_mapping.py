@@ -3,6 +3,9 @@ frame inside it, becomes the same class of our tree, with botocore's original as
 
 from __future__ import annotations
 
+import socket
+
+import aioboto3
 import botocore.exceptions
 import pytest
 
@@ -11,6 +14,7 @@ from aiostream_chat import (
     AsyncConversation,
     BedrockError,
     ChatError,
+    ConnectionLostError,
     InternalServerError,
     InvalidRequestError,
     ModelError,
@@ -21,8 +25,11 @@ from aiostream_chat import (
     RetryPolicy,
     ServiceUnavailableError,
     ThrottlingError,
+    TransportError,
 )
 from aiostream_chat.testing import FakeBedrock, Fault, reply
+
+from .conftest import MODEL
 
 HTTP_ERRORS = [
     (400, "ValidationException", InvalidRequestError, False),
@@ -127,3 +134,35 @@ def test_errors_are_documented_tree() -> None:
 
     for name in _errors.__all__:
         assert name in (_errors.__doc__ or ""), name
+
+
+async def test_refused_connection_says_it_could_not_connect(session: aioboto3.Session) -> None:
+    """An endpoint that refuses connections raises ConnectionLostError (a retryable
+    TransportError) whose message says it could not connect to that endpoint, never "lost"."""
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    retry = RetryPolicy(max_attempts=2)
+    async with AsyncConversation(MODEL, session=session, endpoint_url=endpoint) as conv:
+        with pytest.raises(ConnectionLostError) as info:
+            await conv.send("hi", retry=retry)
+    error = info.value
+    assert isinstance(error, TransportError) and error.retryable and error.attempts == 2
+    assert str(error) == f"could not connect to {endpoint}: the connection was refused"
+    assert isinstance(error.__cause__, botocore.exceptions.EndpointConnectionError)
+
+
+def test_every_public_exception_explains_itself() -> None:
+    """Every public exception class has its own one-line docstring, so help() explains it."""
+    import aiostream_chat
+
+    classes = [
+        obj
+        for name in aiostream_chat.__all__
+        if isinstance(obj := getattr(aiostream_chat, name), type) and issubclass(obj, BaseException)
+    ]
+    assert len(classes) >= 22
+    for cls in classes:
+        doc = cls.__dict__.get("__doc__")
+        assert doc and doc.strip() and "\n" not in doc.strip(), cls.__name__

@@ -150,14 +150,10 @@ async def test_first_failure_cancels_the_rest_and_is_raised_unwrapped(
     with pytest.raises(InvalidRequestError):
         await conv.fan_out(prompts, concurrency=4)
     assert _other_tasks() == before  # no task outlives the call
-    requests = len(fake_bedrock.requests)
-    disconnects = await fake_bedrock.wait_for_disconnects(requests)
-    assert len(disconnects) == requests
-    assert fake_bedrock.open_streams == 0
     # The three slow streams in flight were cut by the client mid-reply; no later prompt
     # started.
+    disconnects = await fake_bedrock.assert_all_closed(4)
     assert sorted(d.completed for d in disconnects) == [False, False, False, True]
-    assert requests == 4
     assert _acquired_connections(conv) == 0
     assert conv.history == ()
 
@@ -427,9 +423,7 @@ async def test_no_leaked_connections_after_1000_concurrent_turns_with_faults(
     )
     requests = len(fake_bedrock.requests)
     assert requests >= 1000
-    disconnects = await fake_bedrock.wait_for_disconnects(requests, timeout=10.0)
-    assert len(disconnects) == requests
-    assert fake_bedrock.open_streams == 0
+    await fake_bedrock.assert_all_closed(requests, timeout=10.0)
     assert _acquired_connections(conv) == 0
     kinds = {type(r) for r in results}
     assert Reply in kinds and ConnectionLostError in kinds and IncompleteStreamError in kinds

@@ -43,13 +43,12 @@ from aiostream_chat import (
 from aiostream_chat._codec import encode_frame
 from aiostream_chat.testing import FakeBedrock, Fault, Script, reply
 
-from .conftest import MakeConv
+from .conftest import HISTORY, MakeConv
 
 CHUNKS = ["Alpha ", "beta ", "gamma ", "delta."]
 TEXT = "".join(CHUNKS)
 K = 2  # deltas delivered before a mid-stream fault
 ATTEMPTS = 3
-HISTORY = (Message.user("earlier question"), Message.assistant("earlier answer"))
 # Small deadlines for the stall cases (the stalls themselves are far longer); deadlines no busy
 # machine can hit by accident for every other case.
 SHORT = Timeouts(first_token=0.4, idle=0.4)
@@ -165,14 +164,6 @@ CASES[f"stall-after{K}"] = Case(
 )
 
 
-async def _assert_all_closed(fake: FakeBedrock, requests: int) -> None:
-    """One disconnect per request the emulator saw, and no response still being written."""
-    await fake.wait_for_disconnects(requests, timeout=5.0)
-    assert len(fake.requests) == requests
-    assert sorted(d.request_index for d in fake.disconnects) == list(range(requests))
-    assert fake.open_streams == 0
-
-
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 async def test_fault_outcome(fake_bedrock: FakeBedrock, make_conv: MakeConv, case: Case) -> None:
     """Each fault at each point raises its mapped error with exact attempts and partial text,
@@ -205,7 +196,7 @@ async def test_fault_outcome(fake_bedrock: FakeBedrock, make_conv: MakeConv, cas
     assert again.value is error
     assert conv.history == HISTORY
     assert not conv.busy
-    await _assert_all_closed(fake_bedrock, expected_attempts)
+    await fake_bedrock.assert_all_closed(expected_attempts)
 
 
 @pytest.mark.parametrize("case", list(HTTP_CASES.values())[:-1], ids=list(HTTP_CASES)[:-1])
@@ -222,7 +213,7 @@ async def test_http_error_keeps_status_and_request_id(
     assert getattr(error, "status_code", None) == script.fault.status
     assert getattr(error, "code", None) == script.fault.code
     assert error.request_id
-    await _assert_all_closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 @pytest.mark.parametrize("name", [n for n in IN_STREAM if n.endswith("Exception")])
@@ -275,7 +266,7 @@ async def test_retryable_fault_then_success(
     assert all(r.delay == 0.0 for r in retries)  # the suite runs under no_backoff()
     assert stream.status == "completed"
     assert conv.history == (*HISTORY, Message.user("question"), result.message)
-    await _assert_all_closed(fake_bedrock, attempts)
+    await fake_bedrock.assert_all_closed(attempts)
 
 
 async def test_retry_then_success_text_iterator_has_no_duplicates(
@@ -288,7 +279,7 @@ async def test_retry_then_success_text_iterator_has_no_duplicates(
     stream = conv.stream("question")
     assert [t async for t in stream] == CHUNKS
     assert (await stream.get_reply()).metrics.attempts == 3
-    await _assert_all_closed(fake_bedrock, 3)
+    await fake_bedrock.assert_all_closed(3)
 
 
 async def test_corrupt_frame_in_same_chunk_keeps_earlier_frames(
@@ -305,7 +296,7 @@ async def test_corrupt_frame_in_same_chunk_keeps_earlier_frames(
     assert seen == CHUNKS[:K]
     assert caught.value.partial_text == "".join(CHUNKS[:K])
     assert caught.value.attempts == 1
-    await _assert_all_closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 def _frame(payload: bytes, event: str = "contentBlockDelta") -> bytes:
@@ -330,4 +321,4 @@ async def test_bad_payload_is_a_decode_error(
     assert seen == ["ok"]
     assert caught.value.partial_text == "ok"
     assert conv.history == HISTORY
-    await _assert_all_closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)

@@ -61,6 +61,9 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # section 9
+    "instrument",
+    "uninstrument",
 }
 
 
@@ -120,4 +123,4 @@ def test_version_from_metadata() -> None:
 def test_testing_exports_sorted() -> None:
     """aiostream_chat.testing has one sorted __all__ including FakeBedrock and no_backoff."""
     names = aiostream_chat.testing.__all__
-    assert names == sorted(names) and {"FakeBedrock", "no_backoff"} <= set(names)
+    assert names == sorted(names) and {"FakeBedrock", "no_backoff", "set_backoff"} <= set(names)

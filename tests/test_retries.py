@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import botocore.exceptions
 import pytest
 
-import aiostream_chat._retry as retry_module
 from aiostream_chat import (
     AccessDeniedError,
     AsyncConversation,
@@ -21,7 +20,6 @@ from aiostream_chat import (
     IdleTimeoutError,
     InternalServerError,
     InvalidRequestError,
-    Message,
     ResourceNotFoundError,
     Retrying,
     RetryPolicy,
@@ -31,13 +29,12 @@ from aiostream_chat import (
     Timeouts,
     TotalTimeoutError,
 )
-from aiostream_chat.testing import FakeBedrock, Fault, Script, no_backoff, reply
+from aiostream_chat.testing import FakeBedrock, Fault, Script, no_backoff, reply, set_backoff
 
-from .conftest import MakeConv
+from .conftest import HISTORY, MakeConv
 
 CHUNKS = ["one ", "two ", "three ", "four"]
 TEXT = "".join(CHUNKS)
-HISTORY = (Message.user("earlier question"), Message.assistant("earlier answer"))
 
 
 @pytest.fixture
@@ -53,12 +50,6 @@ def seeded() -> Iterator[None]:
 
 def _text(fault: Fault | None = None) -> Script:
     return reply(TEXT, chunks=CHUNKS, fault=fault)
-
-
-async def _closed(fake: FakeBedrock, requests: int) -> None:
-    await fake.wait_for_disconnects(requests, timeout=5.0)
-    assert len(fake.requests) == requests
-    assert fake.open_streams == 0
 
 
 # -- what is retried ----------------------------------------------------------------------------
@@ -82,7 +73,7 @@ async def test_non_retryable_errors_are_raised_at_once(
         await conv.send("question")
     assert caught.value.attempts == 1
     assert not caught.value.retryable
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 RETRYABLE_AFTER_TEXT = {
@@ -113,7 +104,7 @@ async def test_retryable_error_after_text_is_not_retried(
     assert caught.value.attempts == 1
     assert caught.value.partial_text == "".join(CHUNKS[: fault.after]) == "".join(seen)
     assert conv.history == HISTORY
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 async def test_reasoning_delta_counts_as_content(
@@ -132,7 +123,7 @@ async def test_reasoning_delta_counts_as_content(
         await conv.send("question")
     assert caught.value.attempts == 1
     assert caught.value.partial_text == ""
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 async def test_events_before_content_do_not_block_a_retry(
@@ -159,14 +150,14 @@ async def test_idle_and_total_timeouts_are_not_retried(
     with pytest.raises(IdleTimeoutError) as idle:
         await conv.send("question", timeouts=Timeouts(idle=0.2))
     assert idle.value.attempts == 1
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
     fake_bedrock.reset()
     fake_bedrock.enqueue(reply(TEXT, header_delay=10), times=4)
     with pytest.raises(TotalTimeoutError) as total:
         await conv.send("question", timeouts=Timeouts(total=0.5))
     assert total.value.attempts == 1
     assert not total.value.retryable
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 # -- exhaustion and counting ----------------------------------------------------------------
@@ -196,7 +187,7 @@ async def test_exhausted_retries_raise_the_last_error(
     assert [r.error.attempts for r in retries] == [1, 2]
     assert stream.error is caught.value
     assert conv.history == HISTORY
-    await _closed(fake_bedrock, 3)
+    await fake_bedrock.assert_all_closed(3)
 
 
 async def test_reply_counts_attempts(fake_bedrock: FakeBedrock, conv: AsyncConversation) -> None:
@@ -217,7 +208,7 @@ async def test_policy_none_is_one_attempt(fake_bedrock: FakeBedrock, make_conv: 
     with pytest.raises(ServiceUnavailableError) as caught:
         await conv.send("question")
     assert caught.value.attempts == 1
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 async def test_per_turn_retry_override(fake_bedrock: FakeBedrock, make_conv: MakeConv) -> None:
@@ -241,7 +232,7 @@ async def test_botocore_retries_are_off(
     fake_bedrock.enqueue(_text(Fault.http(status)), times=6)
     with pytest.raises(ChatError):
         await conv.send("question")
-    await _closed(fake_bedrock, 1)
+    await fake_bedrock.assert_all_closed(1)
 
 
 # -- backoff -----------------------------------------------------------------------------------
@@ -270,19 +261,24 @@ def test_backoff_without_jitter_is_the_cap() -> None:
     assert policy.delay(4000) == 5.0  # no float overflow on a long run
 
 
-def test_no_backoff_removes_sleeps_and_restores() -> None:
-    """Within no_backoff() every delay is 0; it restores the previous mode on exit."""
+def test_backoff_switch_is_reversible() -> None:
+    """set_backoff(enabled) switches at once and, used in ``with``, restores the previous mode;
+    no_backoff() is the shorthand for set_backoff(False)."""
     policy = RetryPolicy(initial_delay=5, jitter=False)
     assert policy.delay(3) == 0.0  # the suite's autouse no_backoff()
-    previous = retry_module._no_backoff
-    retry_module._no_backoff = False
-    try:
+    with set_backoff(True):
         assert policy.delay(3) == 20.0
         with no_backoff():
             assert policy.delay(3) == 0.0
         assert policy.delay(3) == 20.0
-    finally:
-        retry_module._no_backoff = previous
+        restore = set_backoff(False)  # switches without a `with` too
+        assert policy.delay(3) == 0.0
+        with restore:
+            pass
+        assert policy.delay(3) == 20.0
+    assert policy.delay(3) == 0.0
+    with pytest.raises(TypeError, match="bool"):
+        set_backoff(1)  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("real_backoff")

@@ -22,7 +22,6 @@ from aiostream_chat import (
     ConnectionLostError,
     FirstTokenTimeoutError,
     IdleTimeoutError,
-    Message,
     Retrying,
     RetryPolicy,
     StreamTimeoutError,
@@ -34,9 +33,8 @@ from aiostream_chat import (
 )
 from aiostream_chat.testing import FakeBedrock, Fault, reply
 
-from .conftest import MakeConv
+from .conftest import HISTORY, MakeConv
 
-HISTORY = (Message.user("earlier question"), Message.assistant("earlier answer"))
 CHUNKS = ["one ", "two ", "three ", "four"]
 TEXT = "".join(CHUNKS)
 LOW, HIGH = 0.4, 2.0  # a 0.4 s deadline fires within [LOW, HIGH]
@@ -85,11 +83,10 @@ async def _timed_failure(
     return caught.value, now - start, (now - last if last is not None else None)
 
 
-async def _assert_closed(fake: FakeBedrock, requests: int) -> None:
-    await fake.wait_for_disconnects(requests, timeout=2.0)
-    assert len(fake.requests) == requests
-    assert all(not d.completed for d in fake.disconnects)
-    assert fake.open_streams == 0
+async def _assert_cut_short(fake: FakeBedrock, requests: int) -> None:
+    """Every response was closed, each cut short by the client."""
+    disconnects = await fake.assert_all_closed(requests)
+    assert all(not d.completed for d in disconnects)
 
 
 def _assert_timeout_error(error: ChatError, cls: type[StreamTimeoutError]) -> None:
@@ -158,7 +155,7 @@ async def test_first_token_timeout(
     assert error.attempts == 1
     assert isinstance(error.__cause__, TimeoutError)
     assert conv.history == HISTORY and not conv.busy
-    await _assert_closed(fake_bedrock, 1)
+    await _assert_cut_short(fake_bedrock, 1)
 
 
 async def test_first_token_timeout_is_per_attempt(
@@ -192,7 +189,7 @@ async def test_idle_timeout_after_deltas(fake_bedrock: FakeBedrock, make_conv: M
     assert error.partial_text == "".join(CHUNKS[:2]) and seen == CHUNKS[:2]
     assert error.attempts == 1
     assert conv.history == HISTORY and not conv.busy
-    await _assert_closed(fake_bedrock, 1)
+    await _assert_cut_short(fake_bedrock, 1)
 
 
 async def test_slow_consumer_does_not_trip_idle(
@@ -265,7 +262,7 @@ async def test_total_timeout_mid_stream(fake_bedrock: FakeBedrock, make_conv: Ma
     assert error.attempts == 1
     assert seen and error.partial_text == "".join(seen)
     assert conv.history == HISTORY and not conv.busy
-    await _assert_closed(fake_bedrock, 1)
+    await _assert_cut_short(fake_bedrock, 1)
 
 
 async def test_total_bounds_retries(fake_bedrock: FakeBedrock, make_conv: MakeConv) -> None:
@@ -288,9 +285,10 @@ async def test_total_bounds_retries(fake_bedrock: FakeBedrock, make_conv: MakeCo
     assert 2 <= attempts <= 4
     assert [type(r.error) for r in retries] == [FirstTokenTimeoutError] * (attempts - 1)
     assert stream.status == "failed"
-    # An attempt cut before the emulator read its request is never seen there.
-    assert attempts - 1 <= len(fake_bedrock.requests) <= attempts
-    await _assert_closed(fake_bedrock, len(fake_bedrock.requests))
+    # An attempt cut before the emulator read its request is never seen there (on a loaded
+    # machine, any attempt's 0.2 s may run out before the request arrives).
+    assert 1 <= len(fake_bedrock.requests) <= attempts
+    await _assert_cut_short(fake_bedrock, len(fake_bedrock.requests))
 
 
 @pytest.mark.usefixtures("real_backoff")
@@ -316,13 +314,7 @@ async def test_total_bounds_backoff(fake_bedrock: FakeBedrock, make_conv: MakeCo
     assert type(caught.value).__name__ == "ThrottlingError"
     assert caught.value.attempts == 3
     assert 0.6 <= elapsed < 1.0
-    await _assert_closed_all(fake_bedrock, 3)
-
-
-async def _assert_closed_all(fake: FakeBedrock, requests: int) -> None:
-    await fake.wait_for_disconnects(requests, timeout=2.0)
-    assert len(fake.requests) == requests
-    assert fake.open_streams == 0
+    await fake_bedrock.assert_all_closed(3)
 
 
 # -- per-turn overrides -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Test support: FakeBedrock, a loopback Bedrock Runtime emulator, and its reply scripts."""
 
-from .._retry import no_backoff
+from .._retry import no_backoff, set_backoff
 from ._recordings import load_recording, recordings_dir
 from ._script import Fault, Script, ToolUse, raw_events, replay, reply
 from ._server import Disconnect, FakeBedrock, ReceivedRequest
@@ -19,6 +19,7 @@ __all__ = [
     "recordings_dir",
     "replay",
     "reply",
+    "set_backoff",
 ]
 
 

@@ -9,6 +9,7 @@ default httpcore-level mock rebuilds a wrong URL from aiobotocore's request targ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
@@ -20,8 +21,8 @@ from urllib.parse import unquote
 import httpx
 import respx
 
-from ._script import EVENT_STREAM, Script, default_reply
-from ._wire import error_type, event_frame, event_name, fault_bytes, fault_due
+from ._script import EVENT_STREAM, Script, default_reply, play
+from ._wire import error_type
 
 __all__ = ["RespxBedrock"]
 
@@ -38,28 +39,12 @@ class _ScriptBody(httpx.AsyncByteStream):
         self.finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        script, rng = self._script, self._rng
-        if script.body is not None:
-            frames = [(event_name(part), part) for part in script.body]
-        else:
-            frames = [(name, event_frame(name, data, rng)) for name, data in script.events]
-        fault, deltas = script.fault, 0
-        for sent, (name, frame) in enumerate(frames):
-            if script.delay and sent:
-                await asyncio.sleep(script.delay)
-            if fault is not None and fault_due(fault, name, deltas):
-                if fault.kind == "stall":
-                    await asyncio.sleep(fault.seconds)
-                    fault = None
-                elif fault.kind == "reset":
+        async with contextlib.aclosing(play(self._script, self._rng)) as body:
+            async for chunk in body:
+                if chunk.fault is not None and chunk.fault.kind == "reset":
                     raise httpx.ReadError("connection reset by peer (scripted)")
-                else:
-                    if data := fault_bytes(fault, frame, rng):
-                        yield data
-                    self.finished = True
-                    return
-            yield frame
-            deltas += name == "contentBlockDelta"
+                if chunk.data:
+                    yield chunk.data
         self.finished = True
 
     async def aclose(self) -> None:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
 import json
+import random
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .._codec import split_frames
 from ._recordings import load_recording
-from ._wire import Event, error_type, split_frames
+from ._wire import Event, error_frame, error_type, event_frame, event_name, exception_frame
 
 __all__ = [
+    "Chunk",
     "Fault",
     "Script",
     "ToolUse",
     "default_reply",
     "error_code",
+    "play",
     "raw_events",
     "replay",
     "reply",
@@ -141,6 +146,24 @@ class Fault:
         """Send the next frame with a wrong message checksum."""
         return cls("corrupt_crc", after=after)
 
+    def due(self, name: str, deltas: int) -> bool:
+        """Whether it fires before this frame: at delta number `after`, else at messageStop."""
+        return name == "messageStop" or (name == "contentBlockDelta" and deltas >= self.after)
+
+    def payload(self, frame: bytes, rng: random.Random) -> bytes:
+        """What it writes in place of the next frame before ending the body."""
+        match self.kind:
+            case "exception":
+                return exception_frame(self.code, self.message, rng)
+            case "error":
+                return error_frame(self.code, self.message)
+            case "half_frame":
+                return frame[: len(frame) // 2]
+            case "corrupt_crc":
+                bad_crc = (int.from_bytes(frame[-4:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
+                return frame[:-4] + bad_crc
+        return b""
+
 
 @dataclass(frozen=True)
 class Script:
@@ -154,6 +177,38 @@ class Script:
     headers: tuple[tuple[str, str], ...] = ()
     # Pre-encoded body parts written as they are (replay); `events` is then unused.
     body: tuple[bytes, ...] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One write of a scripted body; a chunk carrying a fault is the body's last."""
+
+    data: bytes
+    fault: Fault | None = None
+
+
+async def play(script: Script, rng: random.Random) -> AsyncGenerator[Chunk, None]:
+    """The body of a streamed script, chunk by chunk, paced and with its fault applied.
+
+    FakeBedrock and RespxBedrock both write what this yields; a fault chunk ends the body
+    (for a reset its data is empty and the writer aborts the connection instead).
+    """
+    if script.body is not None:
+        frames = [(event_name(part), part) for part in script.body]
+    else:
+        frames = [(name, event_frame(name, data, rng)) for name, data in script.events]
+    fault, deltas = script.fault, 0
+    for sent, (name, frame) in enumerate(frames):
+        if script.delay and sent:
+            await asyncio.sleep(script.delay)
+        if fault is not None and fault.due(name, deltas):
+            if fault.kind != "stall":
+                yield Chunk(fault.payload(frame, rng), fault)
+                return
+            await asyncio.sleep(fault.seconds)
+            fault = None
+        yield Chunk(frame)
+        deltas += name == "contentBlockDelta"
 
 
 def split_words(text: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import random
@@ -20,16 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from ._script import EVENT_STREAM, Fault, Script, default_reply, status_of
-from ._wire import (
-    converse_output,
-    decode_events,
-    error_type,
-    event_frame,
-    event_name,
-    fault_bytes,
-    fault_due,
-)
+from ._script import EVENT_STREAM, Chunk, Script, default_reply, play, status_of
+from ._wire import converse_output, decode_events, error_type
 
 __all__ = ["Disconnect", "FakeBedrock", "ReceivedRequest", "is_loopback"]
 
@@ -247,6 +240,28 @@ class FakeBedrock:
                 self._waiters.remove(waiter)
         return list(self.disconnects)
 
+    async def assert_all_closed(
+        self,
+        requests: int | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[Disconnect]:
+        """Assert that every request got exactly one response end and none is still open.
+
+        Waits up to ``timeout`` seconds for the ends; ``requests``, when given, is the number
+        of requests that must have arrived. Returns the disconnects.
+        """
+        if requests is not None:
+            assert len(self.requests) == requests, f"{len(self.requests)} requests, not {requests}"
+        count = len(self.requests)
+        try:
+            disconnects = await self.wait_for_disconnects(count, timeout=timeout)
+        except TimeoutError as exc:
+            raise AssertionError(f"responses left open: {exc}") from None
+        ends = sorted(d.request_index for d in disconnects)
+        assert ends == list(range(count)), f"responses ended {ends} for {count} requests"
+        assert self.open_streams == 0, f"{self.open_streams} responses still being written"
+        return disconnects
+
     def reset(self) -> None:
         """Forget queued scripts, received requests, disconnects and counters."""
         self._queue.clear()
@@ -356,60 +371,39 @@ class FakeBedrock:
         failed = await self._prelude(call, script)
         if failed is not None:
             return failed
-        rng = random.Random(call.request.index)
-        if script.body is not None:
-            frames = [(event_name(part), part) for part in script.body]
-        else:
-            frames = [(name, event_frame(name, data, rng)) for name, data in script.events]
         headers = dict(script.headers) or {"Content-Type": EVENT_STREAM}
         response = web.StreamResponse(
             status=script.status, headers={**headers, "x-amzn-RequestId": str(uuid.uuid4())}
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
-        fault, deltas = script.fault, 0
         try:
-            for name, frame in frames:
-                await self._pause(call, script.delay)
-                if fault is not None and fault_due(fault, name, deltas):
-                    if fault.kind != "stall":
-                        await self._fault(request, response, call, fault, frame, rng)
+            async with contextlib.aclosing(play(script, random.Random(call.request.index))) as body:
+                async for chunk in body:
+                    if chunk.fault is not None:
+                        await self._fault(request, response, call, chunk)
                         return response
-                    await asyncio.sleep(fault.seconds)
-                    fault = None
-                await response.write(frame)
-                call.frames += 1
-                deltas += name == "contentBlockDelta"
+                    await response.write(chunk.data)
+                    call.frames += 1
             await response.write_eof()
         except ConnectionError:
             return response
         self._record(call, completed=True)
         return response
 
-    async def _pause(self, call: _Call, delay: float) -> None:
-        if delay and call.frames:
-            await asyncio.sleep(delay)
-
     async def _fault(
-        self,
-        request: web.BaseRequest,
-        response: web.StreamResponse,
-        call: _Call,
-        fault: Fault,
-        frame: bytes,
-        rng: random.Random,
+        self, request: web.BaseRequest, response: web.StreamResponse, call: _Call, chunk: Chunk
     ) -> None:
-        if fault.kind == "reset":
+        kind = chunk.fault.kind if chunk.fault is not None else ""
+        if kind == "reset":
             await asyncio.sleep(_SETTLE)
             self._record(call, completed=False)
             _reset(request.transport)
             return
-        data = fault_bytes(fault, frame, rng)
-        if data:
-            await response.write(data)
-        if fault.kind != "half_frame" and data:
-            call.frames += 1
-        if fault.kind == "corrupt_crc":
+        if chunk.data:
+            await response.write(chunk.data)
+            call.frames += kind != "half_frame"
+        if kind == "corrupt_crc":
             await asyncio.sleep(_SETTLE)
         await response.write_eof()
         self._record(call, completed=True)

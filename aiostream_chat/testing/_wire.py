@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._codec import EventStreamDecoder, encode_frame
 from .._errors import StreamDecodeError
@@ -19,13 +19,7 @@ __all__ = [
     "event_frame",
     "event_name",
     "exception_frame",
-    "fault_bytes",
-    "fault_due",
-    "split_frames",
 ]
-
-if TYPE_CHECKING:
-    from ._script import Fault
 
 Event = tuple[str, dict[str, Any]]
 
@@ -79,18 +73,6 @@ def decode_events(parts: tuple[bytes, ...]) -> list[Event]:
     return [(str(f.headers.get(":event-type", "")), json.loads(f.payload or b"{}")) for f in frames]
 
 
-def split_frames(body: bytes) -> list[bytes]:
-    """Cut an event-stream body at frame boundaries (a truncated tail stays one part)."""
-    parts: list[bytes] = []
-    pos = 0
-    while pos < len(body):
-        total = int.from_bytes(body[pos : pos + 4], "big") if len(body) - pos >= 4 else 0
-        end = pos + total if total >= 16 else len(body)
-        parts.append(body[pos:end])
-        pos = end
-    return parts
-
-
 def converse_output(events: Sequence[Event]) -> dict[str, Any]:
     """The non-streaming Converse answer carrying the same message as these stream events."""
     blocks: dict[int, dict[str, Any]] = {}
@@ -137,23 +119,3 @@ def _parse_json(text: str) -> Any:
         return json.loads(text) if text else {}
     except ValueError:
         return {}
-
-
-def fault_due(fault: Fault, name: str, deltas: int) -> bool:
-    """Whether the fault fires before this frame: at delta number `after`, else at messageStop."""
-    return name == "messageStop" or (name == "contentBlockDelta" and deltas >= fault.after)
-
-
-def fault_bytes(fault: Fault, frame: bytes, rng: random.Random) -> bytes:
-    """What a fault writes in place of the next frame before ending the body."""
-    match fault.kind:
-        case "exception":
-            return exception_frame(fault.code, fault.message, rng)
-        case "error":
-            return error_frame(fault.code, fault.message)
-        case "half_frame":
-            return frame[: len(frame) // 2]
-        case "corrupt_crc":
-            bad_crc = (int.from_bytes(frame[-4:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
-            return frame[:-4] + bad_crc
-    return b""

@@ -4,6 +4,7 @@ Run with:
     pip install 'aiostream-chat[examples]'
     python examples/sse_chat/app.py                 # bundled emulator; open http://127.0.0.1:8000
     python examples/sse_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
+    python examples/sse_chat/app.py --tracing       # print each turn's spans on stderr
 
 It serves until stopped (Ctrl-C or SIGTERM); ``--port 0`` picks a free port, and the first line
 printed is the URL to open. Without ``--model`` it runs on the bundled emulator (``--emulator``).
@@ -187,14 +188,44 @@ def create_app(args: argparse.Namespace, url: str) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+def start_tracing() -> None:
+    """``--tracing``: each turn's OpenTelemetry spans, one line each, on stderr.
+
+    Needs ``pip install 'aiostream-chat[otel]' opentelemetry-sdk``; a real service would
+    export with OTLP and instrument its ASGI app too, whose request span then parents the
+    chat spans.
+    """
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    import aiostream_chat
+
+    def line(span: ReadableSpan) -> str:
+        attrs = span.attributes or {}
+        usage = (
+            f"{attrs.get('gen_ai.usage.input_tokens')}+{attrs.get('gen_ai.usage.output_tokens')}"
+        )
+        return (
+            f"span {span.name} [{span.kind.name}] tokens={usage} error={attrs.get('error.type')}\n"
+        )
+
+    provider = TracerProvider()
+    exporter = ConsoleSpanExporter(out=sys.stderr, formatter=line)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    aiostream_chat.instrument(tracer_provider=provider)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_bedrock_arguments(parser)
+    parser.add_argument("--tracing", action="store_true", help="print OpenTelemetry spans")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    if args.tracing:
+        start_tracing()
 
     sock = socket.create_server((args.host, args.port))  # bound now, so --port 0 has a number
     host, port = sock.getsockname()[:2]
