@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aioboto3
@@ -247,7 +248,7 @@ def test_api_key_is_checked_before_io(session: aioboto3.Session) -> None:
     with pytest.raises(ValueError, match="api_key"):
         AsyncConversation(MODEL, api_key=" ")
     with pytest.raises(ValueError, match="api_key"):
-        AsyncConversation(MODEL, client=object(), api_key=KEY)
+        AsyncConversation(MODEL, client=SimpleNamespace(converse_stream=1, meta=1), api_key=KEY)
 
 
 @pytest_asyncio.fixture
