@@ -21,12 +21,14 @@ from ._errors import (
     ModelNotReadyError,
     ModelStreamError,
     ModelTimeoutError,
+    OutputValidationError,
     ResourceNotFoundError,
     ServiceUnavailableError,
     StreamClosedError,
     StreamDecodeError,
     StreamTimeoutError,
     ThrottlingError,
+    ToolLoopError,
     TotalTimeoutError,
     TransportError,
 )
@@ -37,10 +39,13 @@ from ._events import (
     MessageStart,
     MessageStop,
     Metadata,
+    OutputDelta,
     ReasoningDelta,
     Retrying,
     StreamEvent,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     ToolUseDelta,
     ToolUseStart,
     TurnCompleted,
@@ -65,6 +70,7 @@ from ._otel import instrument, uninstrument
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
+from ._tools import Tool, tool
 
 try:
     __version__ = version("aiostream-chat")
@@ -99,6 +105,8 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputDelta",
+    "OutputValidationError",
     "RawBlock",
     "ReasoningBlock",
     "ReasoningDelta",
@@ -115,6 +123,10 @@ __all__ = [
     "TextDelta",
     "ThrottlingError",
     "Timeouts",
+    "Tool",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolLoopError",
     "ToolResultBlock",
     "ToolSpec",
     "ToolUseBlock",
@@ -128,6 +140,7 @@ __all__ = [
     "Usage",
     "__version__",
     "instrument",
+    "tool",
     "uninstrument",
 ]
 

@@ -2,6 +2,9 @@
 
 ``chat`` streams replies to the terminal as they arrive: one turn for a prompt given as an
 argument, or a multi-turn conversation read line by line from stdin until end of input.
+At an interactive prompt (stdin a terminal), Ctrl-C during a reply cancels that reply only
+(its connection closes, the history is unchanged) and the prompt comes back; Ctrl-C or
+Ctrl-D at the prompt ends the chat on a fresh line.
 ``fan-out`` answers every prompt of a JSONL file concurrently (see ``_cli_fanout``).
 
 Exit status: 0 on success, 1 when a turn failed, 2 for bad usage or input, 130 after Ctrl-C
@@ -15,12 +18,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
-
-from botocore.exceptions import NoRegionError
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from ._cli_common import (
@@ -30,7 +32,8 @@ from ._cli_common import (
     EXIT_USAGE,
     PROG,
     CliError,
-    Interrupt,
+    Interrupted,
+    check_region,
     describe,
     open_conversation,
     positive_int,
@@ -42,6 +45,8 @@ from ._errors import ChatError
 from ._events import Retrying, TextDelta
 
 __all__ = ["build_parser", "main"]
+
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,8 +141,6 @@ async def _turn(conv: AsyncConversation, prompt: str, out: _Output) -> None:
         stream = conv.stream(prompt)
     except (TypeError, ValueError) as exc:
         raise CliError(f"bad prompt: {exc}", EXIT_USAGE) from None
-    Interrupt.note = "the turn in flight was cancelled; the conversation is unchanged"
-    cancelled = False
     try:
         async with stream:
             async for event in stream.events():
@@ -148,12 +151,12 @@ async def _turn(conv: AsyncConversation, prompt: str, out: _Output) -> None:
                     say(f"{why}; retrying in {event.delay:.1f}s (attempt {event.attempt})")
             await stream.get_reply()
     except asyncio.CancelledError:
-        cancelled = True  # Ctrl-C: main() reports it, with the note above
-        raise
+        # Ctrl-C: leaving `async with` closed the stream and its connection already.
+        raise Interrupted(
+            "the turn in flight was cancelled; the conversation is unchanged"
+        ) from None
     finally:
         out.end_line()  # on errors and Ctrl-C too, so the next line starts a line
-        if not cancelled:
-            Interrupt.note = ""
 
 
 async def _read_line() -> str | None:
@@ -179,27 +182,78 @@ async def _read_line() -> str | None:
     return line or None
 
 
+class _CtrlC:
+    """Where Ctrl-C goes during an interactive chat: the reply or the prompt read in flight."""
+
+    def __init__(self) -> None:
+        self.target: asyncio.Future[Any] | None = None
+        self.pressed = False
+
+    def __call__(self) -> None:
+        self.pressed = True
+        if self.target is not None:
+            self.target.cancel()
+
+    async def run(self, work: asyncio.Future[T]) -> T:
+        """Await ``work`` with Ctrl-C cancelling it (only it); re-raise what it raised."""
+        self.target, self.pressed = work, False
+        try:
+            await asyncio.wait([work])  # returns when it ends, however it ends
+        finally:
+            self.target = None
+            if not work.done():  # we were cancelled ourselves: take the work down too
+                work.cancel()
+        return work.result()
+
+
+async def _chat_interactive(conv: AsyncConversation, args: argparse.Namespace) -> int:
+    where = " on the bundled emulator" if args.emulator else ""
+    say(f"chatting with {conv.model_id}{where}; Ctrl-C stops a reply, Ctrl-D or Ctrl-C quits")
+    out, failed = _Output(), 0
+    ctrl_c = _CtrlC()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, ctrl_c)
+    try:
+        while True:
+            print("> ", end="", file=sys.stderr, flush=True)
+            try:
+                line = await ctrl_c.run(asyncio.ensure_future(_read_line()))
+            except asyncio.CancelledError:
+                if not ctrl_c.pressed:
+                    raise
+                line = None  # Ctrl-C at the prompt
+            if line is None:
+                print(file=sys.stderr, flush=True)  # after "> " and the ^C or ^D: a fresh line
+                return EXIT_FAILED if failed else 0
+            if not line.strip():
+                continue
+            try:
+                await ctrl_c.run(asyncio.ensure_future(_turn(conv, line.strip(), out)))
+            except Interrupted:
+                say("reply cancelled; the conversation is unchanged")
+            except (ChatError, CliError) as exc:
+                say(f"error: {describe(exc) if isinstance(exc, ChatError) else exc}")
+                failed += 1
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 async def _chat(args: argparse.Namespace) -> int:
     out = _Output()
-    interactive = sys.stdin.isatty()
     async with open_conversation(args) as conv:
         if args.prompt is not None:
             await _turn(conv, args.prompt, out)
             return 0
-        if interactive:
-            where = " on the bundled emulator" if args.emulator else ""
-            say(f"chatting with {conv.model_id}{where}; Ctrl-D to quit, Ctrl-C to interrupt")
+        if sys.stdin.isatty():
+            return await _chat_interactive(conv, args)
         failed = 0
-        while True:
-            if interactive:
-                print("> ", end="", file=sys.stderr, flush=True)
-            line = await _read_line()
-            if line is None:
-                break
+        while (line := await _read_line()) is not None:
             if not line.strip():
                 continue
             try:
                 await _turn(conv, line.strip(), out)
+            except Interrupted:
+                raise
             except (ChatError, CliError) as exc:
                 # The conversation is intact (a failed turn leaves no trace): carry on.
                 say(f"error: {describe(exc) if isinstance(exc, ChatError) else exc}")
@@ -221,17 +275,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check(parser, args)
     command = _chat if args.command == "chat" else run_fan_out
     try:
+        check_region(args)
         return asyncio.run(command(args))
     except KeyboardInterrupt:
         # asyncio.run cancelled the command: every open stream and client is closed by now.
-        say("; ".join(filter(None, ["interrupted", Interrupt.note])))
+        say("interrupted")
         return EXIT_INTERRUPTED
+    except Interrupted as exc:  # the command says what Ctrl-C left undone
+        say("; ".join(filter(None, ["interrupted", str(exc)])))
+        return exc.status
     except CliError as exc:
         say(f"error: {exc}")
         return exc.status
-    except NoRegionError:  # raised when the client opens, before any turn
-        say("error: no AWS region: pass --region or set AWS_REGION")
-        return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and let Python's exit flush
         # of stdout hit /dev/null instead of raising again.

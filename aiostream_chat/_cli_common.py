@@ -22,7 +22,8 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "CliError",
-    "Interrupt",
+    "Interrupted",
+    "check_region",
     "describe",
     "open_conversation",
     "positive_int",
@@ -45,10 +46,11 @@ class CliError(Exception):
         self.status = status
 
 
-class Interrupt:
-    """What a command was doing, told in the one line printed if Ctrl-C comes."""
+class Interrupted(CliError):
+    """Ctrl-C stopped the command; the message says what was left undone (may be empty)."""
 
-    note = ""
+    def __init__(self, note: str = "") -> None:
+        super().__init__(note, EXIT_INTERRUPTED)
 
 
 def positive_int(text: str) -> int:
@@ -88,13 +90,22 @@ def _inference(args: argparse.Namespace) -> InferenceConfig | None:
     return InferenceConfig(max_tokens=args.max_tokens, temperature=args.temperature)
 
 
+def check_region(args: argparse.Namespace) -> None:
+    """Without ``--emulator``, a region must come from ``--region`` or the AWS configuration."""
+    if args.emulator:
+        return
+    region = args.region if args.region is not None else aioboto3.Session().region_name
+    if not (region or "").strip():
+        raise CliError("no AWS region: pass --region (or set AWS_REGION)", EXIT_USAGE)
+
+
 @asynccontextmanager
 async def open_conversation(args: argparse.Namespace) -> AsyncIterator[AsyncConversation]:
     """The conversation the options describe; with ``--emulator`` the emulator runs in-process."""
     settings: dict[str, Any] = {"system": args.system, "inference": _inference(args)}
     if not args.emulator:
         async with AsyncConversation(
-            args.model, region_name=args.region, endpoint_url=args.endpoint_url, **settings
+            args.model, region_name=args.region or None, endpoint_url=args.endpoint_url, **settings
         ) as conv:
             yield conv
         return

@@ -4,12 +4,15 @@ Input: one prompt per line, a JSON string or an object with a ``"prompt"`` strin
 is copied to the output). Output: one JSON object per prompt, in input order, written as soon
 as every earlier prompt is done: ``index``, ``id`` (if given), ``text``, ``stop_reason``,
 ``usage``, ``time_to_first_token``, ``attempts`` and ``error`` (null, or its ``type``, ``message``
-and ``partial_text``). A progress bar and then a summary go to stderr.
+and ``partial_text``). A summary goes to stderr; so does a progress bar, drawn only when stderr
+is a terminal and wiped before each JSON line when stdout is that terminal too, so the two
+never mix.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import sys
@@ -21,7 +24,7 @@ from ._cli_common import (
     EXIT_FAILED,
     EXIT_USAGE,
     CliError,
-    Interrupt,
+    Interrupted,
     open_conversation,
     positive_int,
     say,
@@ -47,10 +50,10 @@ def add_fan_out_arguments(parser: argparse.ArgumentParser) -> None:
         help="turns in flight (default 8)",
     )
     parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="draw a progress bar on stderr (default: when stderr is a terminal)",
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (it is only ever drawn when stderr is a terminal)",
     )
 
 
@@ -96,6 +99,7 @@ class Progress:
         self.chars = 0
         self.start = time.monotonic()
         self._drawn = -1.0
+        self._shown = False
 
     def update(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -109,6 +113,14 @@ class Progress:
             f"{self.chars} chars, {now - self.start:.1f}s\x1b[K"
         )
         sys.stderr.flush()
+        self._shown = True
+
+    def wipe(self) -> None:
+        """Erase the bar, leaving the cursor at the start of its empty line."""
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
 
     def close(self) -> None:
         if self.enabled:
@@ -181,11 +193,11 @@ def _open_output(path: str) -> IO[str]:
 async def run_fan_out(args: argparse.Namespace) -> int:
     items = _load(args.prompts)
     output = _open_output(args.output)
-    enabled = sys.stderr.isatty() if args.progress is None else args.progress
-    progress = Progress(len(items), enabled=enabled)
+    progress = Progress(len(items), enabled=args.progress and sys.stderr.isatty())
+    # A bar and JSON lines on one terminal: wipe the bar before each line, then redraw it.
+    shared_terminal = progress.enabled and output.isatty()
     records: list[dict[str, Any]] = []
     waiting: dict[int, dict[str, Any]] = {}  # finished, but an earlier prompt is not yet
-    Interrupt.note = f"0 of {len(items)} replies written; the turns in flight were cancelled"
     try:
         async with open_conversation(args) as conv:
             events = conv.fan_out_stream([p for p, _ in items], concurrency=args.concurrency)
@@ -197,20 +209,21 @@ async def run_fan_out(args: argparse.Namespace) -> int:
                         progress.done += 1
                         progress.failed += isinstance(event, TurnFailed)
                         waiting[index] = _record(index, items[index][1], event)
+                        if shared_terminal and len(records) in waiting:
+                            progress.wipe()
                         while len(records) in waiting:  # write in input order, as soon as can be
                             record = waiting.pop(len(records))
                             output.write(json.dumps(record, ensure_ascii=False) + "\n")
                             output.flush()
                             records.append(record)
-                        Interrupt.note = (
-                            f"{len(records)} of {len(items)} replies written; "
-                            "the turns in flight were cancelled"
-                        )
                     progress.update(force=isinstance(event, TurnCompleted | TurnFailed))
             finally:
                 close = getattr(events, "aclose", None)
                 if close is not None:
                     await close()  # on Ctrl-C: cancel the turns still running, close streams
+    except asyncio.CancelledError:
+        written = f"{len(records)} of {len(items)} replies written"
+        raise Interrupted(f"{written}; the turns in flight were cancelled") from None
     finally:
         progress.close()
         if output is not sys.stdout:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aioboto3
@@ -18,16 +18,18 @@ from ._models import (
     ToolSpec,
     Usage,
 )
+from ._output import OutputSpec
 from ._request import Request, build_request
 from ._retry import RetryPolicy
 from ._state import ConversationState
 from ._stream import ChatStream
+from ._tool_loop import DEFAULT_MAX_TOOL_ROUNDS, DEFAULT_TOOL_TIMEOUT, Loop, check_limits
+from ._tools import as_tools
 from ._validate import (
     Prompt,
     check_client,
     check_history,
     check_next,
-    check_tools,
     check_type,
     user_message,
 )
@@ -49,7 +51,15 @@ def add_usage(a: Usage, b: Usage) -> Usage:
 class _ConversationTurn:
     """Binds one stream to its conversation and its per-turn settings (the stream's ``Turn``)."""
 
-    __slots__ = ("_conv", "_inference", "_stream", "_tools", "model_id", "user_message")
+    __slots__ = (
+        "_conv",
+        "_inference",
+        "_output",
+        "_stream",
+        "_tools",
+        "model_id",
+        "user_message",
+    )
 
     def __init__(
         self,
@@ -57,10 +67,12 @@ class _ConversationTurn:
         user_message: Message,
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
+        output: OutputSpec | None = None,
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
+        self._output = output
         self._stream: ChatStream | None = None
         self.model_id = conv._model_id
         self.user_message = user_message
@@ -81,13 +93,16 @@ class _ConversationTurn:
 
     def request(self, added: Sequence[Message]) -> Request:
         conv = self._conv
-        return build_request(
+        request = build_request(
             model_id=conv._model_id,
             messages=(*conv._history, *added),
             system=conv._system,
             inference=self._inference,
             tools=self._tools,
         )
+        if self._output is None:
+            return request
+        return Request(model_id=request.model_id, body=self._output.apply(request.body))
 
     async def commit(self, added: tuple[Message, ...], reply: Reply) -> None:
         conv = self._conv
@@ -117,7 +132,7 @@ class AsyncConversation:
         system: str | None = None,
         history: Iterable[Message] = (),
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] = (),
+        tools: Sequence[ToolSpec | Callable[..., Any]] = (),
         client: Any = None,
         session: aioboto3.Session | None = None,
         region_name: str | None = None,
@@ -149,10 +164,11 @@ class AsyncConversation:
         self._system = system
         self._history: tuple[Message, ...] = messages
         self._inference = inference
-        self._tools = check_tools(tools)
+        self._tools = as_tools(tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
+        self._turn_options: dict[str, Any] = {}  # per-turn settings of a fan-out's forks
         self._usage = Usage()
         # Open streams of this conversation and its forks, closed before an owned client is.
         self._open_streams: set[ChatStream | None] = set()
@@ -198,33 +214,67 @@ class AsyncConversation:
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
     ) -> ChatStream:
-        """A stream for one turn; no I/O happens until it is iterated or entered."""
+        """A stream for one turn; no I/O happens until it is iterated or entered.
+
+        Tools that can run (``Tool``, ``@tool``, plain functions) are run by the stream when
+        the model asks for them, each under ``tool_timeout``, for at most ``max_tool_rounds``
+        rounds. ``output`` (a pydantic model or any type pydantic validates) asks for a
+        structured answer: ``OutputDelta`` events while it streams, ``Reply.output`` at the end.
+        """
         message = user_message(prompt)
         check_next(self._history, message)
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
         check_turn_timeouts(self._timeouts, timeouts)
-        turn_tools = self._tools if tools is None else check_tools(tools)
-        turn = _ConversationTurn(self, message, inference or self._inference, turn_tools)
-        return turn.bind(ChatStream(turn, retry or self._retry, timeouts or self._timeouts))
+        check_limits(tool_timeout, max_tool_rounds)
+        turn_tools = self._tools if tools is None else as_tools(tools)
+        spec = None
+        if output is not None:
+            spec = OutputSpec(output, model_id=self._model_id, retries=output_retries)
+        loop = Loop(
+            message,
+            turn_tools,
+            output=spec,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+        )
+        turn = _ConversationTurn(self, message, inference or self._inference, turn_tools, spec)
+        stream = ChatStream(turn, retry or self._retry, timeouts or self._timeouts, loop)
+        return turn.bind(stream)
 
     async def send(
         self,
         prompt: Prompt,
         *,
         inference: InferenceConfig | None = None,
-        tools: Sequence[ToolSpec] | None = None,
+        tools: Sequence[ToolSpec | Callable[..., Any]] | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        output: Any = None,
+        output_retries: int = 1,
     ) -> Reply:
-        """Run a whole turn and return its reply."""
+        """Run a whole turn and return its reply (``reply.output`` with ``output=``)."""
         stream = self.stream(
-            prompt, inference=inference, tools=tools, retry=retry, timeouts=timeouts
+            prompt,
+            inference=inference,
+            tools=tools,
+            retry=retry,
+            timeouts=timeouts,
+            tool_timeout=tool_timeout,
+            max_tool_rounds=max_tool_rounds,
+            output=output,
+            output_retries=output_retries,
         )
         async with stream:
             return await stream.get_reply()
@@ -244,10 +294,18 @@ class AsyncConversation:
         *,
         concurrency: int = 16,
         return_exceptions: bool = False,
+        output: Any = None,
     ) -> list[Reply | BaseException]:
-        """Answer each prompt on its own fork of the current history, results in input order."""
+        """Answer each prompt on its own fork of the current history, results in input order.
+
+        With ``output=`` every reply carries its parsed ``output``.
+        """
         return await fan_out(
-            self, prompts, concurrency=concurrency, return_exceptions=return_exceptions
+            self,
+            prompts,
+            concurrency=concurrency,
+            return_exceptions=return_exceptions,
+            output=output,
         )
 
     def fan_out_stream(self, prompts: Iterable[Prompt], *, concurrency: int = 16) -> FanOutStream:
@@ -266,7 +324,8 @@ class AsyncConversation:
             model_id=self._model_id,
             system=self._system,
             inference=self._inference,
-            tools=self._tools,
+            # A snapshot holds what Bedrock sees of a tool; functions are not data.
+            tools=tuple(ToolSpec(**t.model_dump()) for t in self._tools),
             history=self._history,
         )
 

@@ -16,10 +16,12 @@ ChatError                      every failure of a turn; carries request_id, atte
 │   ├── ConnectionLostError      could not connect, or the connection was reset or aborted
 │   ├── IncompleteStreamError    the stream ended without messageStop
 │   └── StreamDecodeError        a frame was malformed or failed its checksum
-└── StreamTimeoutError         a deadline passed; also a builtin TimeoutError
-    ├── FirstTokenTimeoutError   no content arrived in time after an attempt started (retryable)
-    ├── IdleTimeoutError         the stream stalled between events
-    └── TotalTimeoutError        the turn's whole budget ran out (never retried)
+├── StreamTimeoutError         a deadline passed; also a builtin TimeoutError
+│   ├── FirstTokenTimeoutError   no content arrived in time after an attempt started (retryable)
+│   ├── IdleTimeoutError         the stream stalled between events
+│   └── TotalTimeoutError        the turn's whole budget ran out (never retried)
+├── ToolLoopError              the model kept calling tools for more than max_tool_rounds rounds
+└── OutputValidationError      the model's structured answer failed validation, repair included
 
 ConversationBusyError and StreamClosedError are RuntimeErrors: they report misuse, not failure.
 """
@@ -27,7 +29,7 @@ ConversationBusyError and StreamClosedError are RuntimeErrors: they report misus
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._codec import Frame
@@ -47,12 +49,14 @@ __all__ = [
     "ModelNotReadyError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "OutputValidationError",
     "ResourceNotFoundError",
     "ServiceUnavailableError",
     "StreamClosedError",
     "StreamDecodeError",
     "StreamTimeoutError",
     "ThrottlingError",
+    "ToolLoopError",
     "TotalTimeoutError",
     "TransportError",
 ]
@@ -205,6 +209,32 @@ class IdleTimeoutError(StreamTimeoutError):
 
 class TotalTimeoutError(StreamTimeoutError):
     """The turn's whole time budget ran out (never retried)."""
+
+
+class ToolLoopError(ChatError):
+    """The model still asked for tools after ``max_tool_rounds`` rounds of them."""
+
+
+class OutputValidationError(ChatError):
+    """The structured answer did not validate, even after the repair round(s)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_text: str,
+        errors: list[dict[str, Any]],
+        request_id: str | None = None,
+        attempts: int = 1,
+        partial_text: str = "",
+    ) -> None:
+        super().__init__(
+            message, request_id=request_id, attempts=attempts, partial_text=partial_text
+        )
+        self.raw_text = raw_text
+        """The model's last answer as JSON text (the forced tool's input, or the text)."""
+        self.errors = errors
+        """pydantic's ``ValidationError.errors()`` for that answer."""
 
 
 class ConversationBusyError(RuntimeError):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from ._errors import ChatError
-from ._models import Frozen, Reply, Usage
+from ._models import Frozen, Reply, ToolResultBlock, Usage
 
 __all__ = [
     "CitationDelta",
@@ -17,10 +17,13 @@ __all__ = [
     "MessageStart",
     "MessageStop",
     "Metadata",
+    "OutputDelta",
     "ReasoningDelta",
     "Retrying",
     "StreamEvent",
     "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "ToolUseDelta",
     "ToolUseStart",
     "TurnCompleted",
@@ -156,6 +159,33 @@ class UnknownEvent(Frozen):
     type: Literal["unknown"] = "unknown"
 
 
+class ToolCallStarted(Frozen):
+    """The stream started running a tool the model asked for."""
+
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    type: Literal["tool_call_started"] = "tool_call_started"
+
+
+class ToolCallFinished(Frozen):
+    """A tool call ended; ``result`` is what goes back to the model (status "error" on failure)."""
+
+    tool_use_id: str
+    name: str
+    result: ToolResultBlock
+    duration: float
+    """Seconds from the start of the call to its result."""
+    type: Literal["tool_call_finished"] = "tool_call_finished"
+
+
+class OutputDelta(Frozen):
+    """The structured answer parsed so far from its incomplete JSON (grows as it streams)."""
+
+    partial: dict[str, Any]
+    type: Literal["output_delta"] = "output_delta"
+
+
 class _WithError(Frozen):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -195,6 +225,9 @@ StreamEvent = Annotated[
     | MessageStop
     | Metadata
     | UnknownEvent
+    | ToolCallStarted
+    | ToolCallFinished
+    | OutputDelta
     | Retrying
     | TurnCompleted
     | TurnFailed,

@@ -19,10 +19,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ThrottlingError
 from ._events import Retrying, StreamEvent, TurnCompleted, TurnFailed
+from ._output import OutputSpec
 from ._retry import RetryPolicy
 from ._validate import Prompt, user_message
 
@@ -179,7 +180,7 @@ async def _run_turn(
     """One turn on a fork of ``base``, holding a limiter slot (already acquired) per attempt."""
     held, admitted = True, False
     try:
-        async with base.fork().stream(prompt) as stream:
+        async with base.fork().stream(prompt, **base._turn_options) as stream:
             async for event in stream.events():
                 if emit is not None:
                     emit(event)
@@ -240,12 +241,16 @@ async def fan_out(
     *,
     concurrency: int = 16,
     return_exceptions: bool = False,
+    output: Any = None,
 ) -> list[Reply | BaseException]:
     """Answer each prompt on its own fork of the current history; results in input order."""
     items = _prepare(prompts, concurrency)
+    base = conv.fork()  # the history as it is now, whatever happens to ``conv`` meanwhile
+    if output is not None:
+        OutputSpec(output, model_id=conv.model_id)  # a bad output type raises here, before I/O
+        base._turn_options = {"output": output}
     if not items:
         return []
-    base = conv.fork()  # the history as it is now, whatever happens to ``conv`` meanwhile
     limiter = await _limiter(base, concurrency)
     results: list[Reply | BaseException | None] = [None] * len(items)
     failure: list[Exception] = []

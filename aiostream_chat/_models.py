@@ -245,6 +245,10 @@ class Reply(Frozen):
     reasoning: str = ""
     request_id: str | None = None
     trace: dict[str, Any] | None = None
+    messages: tuple[Message, ...] = ()
+    """Every message the turn added to the history, the prompt first (tool rounds included)."""
+    output: Any = None
+    """The structured answer, parsed and validated, when the turn asked for ``output=``."""
 
 
 class InferenceConfig(Frozen):

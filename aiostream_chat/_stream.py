@@ -43,6 +43,7 @@ from ._models import Message, Metrics, Reply
 from ._observe import TurnInfo, TurnObserver
 from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
 from ._scope import CancelScope
+from ._tool_loop import Loop
 from ._turn import Turn
 
 if TYPE_CHECKING:
@@ -66,18 +67,23 @@ _WHY = {
 class ChatStream:
     """A streamed turn: an async iterator of text, and an async context manager."""
 
-    def __init__(self, turn: Turn, retry: RetryPolicy, timeouts: Timeouts) -> None:
+    def __init__(
+        self, turn: Turn, retry: RetryPolicy, timeouts: Timeouts, loop: Loop | None = None
+    ) -> None:
         self._turn = turn
         self._retry = retry
         self._timeouts = timeouts
         self._outcome: Outcome = PENDING
         self._queue: deque[StreamEvent | Frame | Failure] = deque()
         self._text_parts: list[str] = []
-        self._added: list[Message] = [turn.user_message]
+        # The rounds: tool calls between them, the structured answer, the messages added.
+        self._loop = loop if loop is not None else Loop(turn.user_message, ())
+        self._added: list[Message] = self._loop.messages
         self._request: Request | None = None
         self._round = 0
         self._attempt: Attempt | None = None
         self._attempts = 0  # over the whole turn
+        self._round_attempts = 0  # of the current round: the retry budget is per round
         self._delivered = False  # content of the current round reached the caller
         self._backoff: float | None = None
         self._scope: CancelScope | None = None  # of the await in progress
@@ -126,8 +132,15 @@ class ChatStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the stream; an unfinished turn becomes ``cancelled``. Idempotent."""
+        """Close the stream; an unfinished turn becomes ``cancelled``. Idempotent.
+
+        Tool calls still running are cancelled; this waits for them at most ``CANCEL_GRACE``
+        (1 s) and leaves any that ignore cancellation running detached.
+        """
+        tools = self._loop.tools
         self._abandon()
+        if tools is not None:
+            await tools.aclose()
 
     async def get_reply(self) -> Reply:
         """Run the turn to its end and return the reply, or raise why it has none."""
@@ -209,10 +222,22 @@ class ChatStream:
                 self._delivered = True
                 if type(item) is TextDelta:
                     self._text_parts.append(item.text)
+            if self._loop.output is not None:
+                delta = self._loop.observe(item)  # type: ignore[arg-type]  # an event by now
+                if delta is not None:
+                    queue.appendleft(delta)
             return item  # type: ignore[return-value]  # frames and failures handled above
 
     async def _advance(self) -> None:
-        """One step: open an attempt, or read and decode the next chunk of the body."""
+        """One step: open an attempt, read the next chunk of the body, or await a tool call."""
+        if self._loop.tools is not None:
+            finished = await self._guarded(self._loop.next_tool_result(), None)
+            if finished is None:  # every call ended: the next round sends their results
+                self._request = self._turn.request(self._added)
+                self._round += 1
+            else:
+                self._queue.append(finished)
+            return
         attempt = self._attempt
         if attempt is None or not attempt.is_open:
             await self._open_attempt()
@@ -234,6 +259,8 @@ class ChatStream:
         # The attempt (and its first-token clock) starts with the request, not with creating
         # the client on first use, which is local setup and not time spent waiting on Bedrock.
         self._attempts += 1
+        self._round_attempts += 1
+        self._loop.start_round()
         self._attempt = attempt = Attempt(self._attempts)
         assert self._request is not None
         if self._observer is not None and self._observed_round != self._round:
@@ -242,30 +269,43 @@ class ChatStream:
         await self._guarded(attempt.open(client, self._request), attempt)
 
     async def _end_of_body(self, attempt: Attempt) -> None:
-        """The body ended cleanly: the round completes only if messageStop came."""
+        """The body ended cleanly: the round completes only if messageStop came.
+
+        Then the turn completes, or the next round starts (after the tools it asked for).
+        """
         metrics = Metrics(
             time_to_first_token=attempt.first_token,
             duration=time.monotonic() - self._turn_start,
-            attempts=self._attempts,
+            attempts=self._round_attempts,
         )
         reply = attempt.finish(metrics)
         if self._observer is not None:
             if attempt.first_token is not None:
                 self._observer.first_chunk(attempt.first_token)
             self._observer.call_ended(reply, None)
-        self._added.append(reply.message)
-        added = tuple(self._added)
         try:
-            await self._turn.commit(added, reply)
-        except ChatError as error:  # e.g. a store that lost the compare-and-set
+            final = self._loop.after_round(reply)  # ToolLoopError, OutputValidationError
+            if final is not None:
+                await self._turn.commit(tuple(self._added), final)
+        except ChatError as error:  # also: a store that lost the compare-and-set
+            error.request_id = error.request_id or attempt.request_id
+            error.attempts, error.partial_text = self._attempts, self.text
             self._finish(failed(error))
             raise
-        self._finish(completed(reply))
+        if final is None:  # another round, after the tool calls (if any) it asked for
+            self._round_attempts = 0
+            self._delivered = False  # a retry is allowed again until this round's content
+            self._queue.extend(self._loop.start_tools())
+            if self._loop.tools is None:
+                self._request = self._turn.request(self._added)
+                self._round += 1
+            return
+        self._finish(completed(final))
         log.debug(
             "turn completed: attempts=%d duration=%.3fs",
             self._attempts,
             metrics.duration,
-            extra=self._log_fields(reply.request_id),
+            extra=self._log_fields(final.request_id),
         )
 
     # -- deadlines and cancellation --------------------------------------------------------
@@ -319,6 +359,8 @@ class ChatStream:
             attempt.close()
         if self._outcome is CANCELLED:
             raise StreamClosedError("the stream was closed") from exc
+        if self._outcome.finished:  # the turn already settled on this error
+            raise exc
         started = attempt is not None and attempt.content_started
         error = map_exception(exc, content_started=started)
         if error is None:  # not a failure we know: still never leave the turn open
@@ -346,21 +388,21 @@ class ChatStream:
     def _can_retry(self, error: ChatError) -> bool:
         if not error.retryable or self._delivered:
             return False
-        if self._attempts >= self._retry.max_attempts:
+        if self._round_attempts >= self._retry.max_attempts:
             return False
-        delay = self._retry.delay(self._attempts)
+        delay = self._retry.delay(self._round_attempts)
         total = self._timeouts.total
         if total is not None and time.monotonic() + delay >= self._turn_start + total:
             return False
         self._queue.clear()
         self._backoff = delay
-        self._queue.append(Retrying(attempt=self._attempts + 1, delay=delay, error=error))
+        self._queue.append(Retrying(attempt=self._round_attempts + 1, delay=delay, error=error))
         if self._observer is not None:
-            self._observer.retrying(self._attempts + 1, delay, error)
+            self._observer.retrying(self._round_attempts + 1, delay, error)
         log.info(
             "retrying in %.2fs (attempt %d of %d) after %s",
             delay,
-            self._attempts + 1,
+            self._round_attempts + 1,
             self._retry.max_attempts,
             type(error).__name__,
             extra=self._log_fields(error.request_id),
@@ -384,6 +426,7 @@ class ChatStream:
         self._queue.clear()
         if self._attempt is not None:
             self._attempt.close()
+        self._loop.cancel_tools()
         self._turn.release()
         observer, self._observer = self._observer, None
         if observer is not None:
@@ -397,6 +440,7 @@ class ChatStream:
             scope.cancel()
         if self._attempt is not None:
             self._attempt.close()
+        self._loop.cancel_tools()
         if self._outcome is PENDING:
             self._outcome = CANCELLED
         elif self._outcome is STREAMING:

@@ -28,6 +28,15 @@ from aiobotocore.config import AioConfig
 from aiostream_chat.testing import FakeBedrock, Script
 
 EMULATOR_MODEL = "us.amazon.nova-micro-v1:0"
+# The web examples' extra; the same command is in their docstrings and the README.
+INSTALL_EXAMPLES = "pip install -e '.[examples]'"
+
+
+def missing_extra(example: str, error: ImportError) -> str:
+    """The one line a web example prints when a package of the 'examples' extra is missing."""
+    package = (error.name or "").partition(".")[0]
+    what = f"the {package!r} package" if package else "the web packages"
+    return f"{example} needs {what}: {INSTALL_EXAMPLES}"
 
 
 def add_bedrock_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Fan-out: answer a list of prompts concurrently, with a live progress bar on stderr.
+"""Fan-out: answer a list of prompts concurrently, with a live progress bar on a terminal.
 
 Run with:
     python examples/fan_out.py                      # the bundled emulator: no AWS account needed
@@ -7,7 +7,8 @@ Run with:
 Each prompt is answered on its own fork of the conversation (so they share the system prompt
 and history, and never see each other), at most ``--concurrency`` at once, over one shared
 connection pool. ``fan_out_stream`` hands back ``(index, event)`` pairs as they arrive, which
-is what drives the progress bar; ``fan_out`` is the one-call form when only replies matter.
+is what drives the progress bar (drawn on stderr only when stderr is a terminal, so a
+redirected run stays clean); ``fan_out`` is the one-call form when only replies matter.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ PROMPTS = [
 
 
 class ProgressBar:
-    """A one-line progress bar redrawn in place on stderr (stdlib only)."""
+    """A one-line progress bar redrawn in place on stderr, when stderr is a terminal."""
 
     def __init__(self, total: int, width: int = 30) -> None:
+        self.enabled = sys.stderr.isatty()
         self.total = total
         self.width = width
         self.done = 0
@@ -47,7 +49,7 @@ class ProgressBar:
 
     def draw(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._drawn < 0.05:  # at most ~20 redraws a second
+        if not self.enabled or (not force and now - self._drawn < 0.05):  # ~20 redraws a second
             return
         self._drawn = now
         filled = self.width * self.done // max(self.total, 1)
@@ -60,8 +62,9 @@ class ProgressBar:
         sys.stderr.flush()
 
     def close(self) -> None:
-        self.draw(force=True)
-        sys.stderr.write("\n")
+        if self.enabled:
+            self.draw(force=True)
+            sys.stderr.write("\n")
 
 
 async def main(args: argparse.Namespace) -> None:

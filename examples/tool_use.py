@@ -1,103 +1,87 @@
-"""Tool use: the model's tool call streams in, the tool runs locally, its result goes back.
+"""Tool use with @tool: the stream runs the tools the model asks for and streams its answer.
 
 Run with:
     python examples/tool_use.py                     # the bundled emulator: no AWS account needed
     python examples/tool_use.py --model us.amazon.nova-micro-v1:0 --region us-east-1
 
-The loop is the usual agent loop: stream a turn; while the reply stops for ``tool_use``, run
-each requested tool and send the results back as ``ToolResultBlock``s in the next user turn.
+Decorate plain functions with ``@tool``: the input schema comes from the signature, the
+description from the docstring. When the model stops for ``tool_use``, the stream validates the
+arguments, runs the calls concurrently (sync functions in a worker thread), sends the results
+back and streams the next message, all in ONE turn: one ``async for``, and the history gains
+every message of the exchange only when the final answer has arrived.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-from typing import Any
+from typing import Annotated, Literal
 
 from _emulator import add_bedrock_arguments, bedrock
 
 from aiostream_chat import (
     AsyncConversation,
-    ChatStream,
-    ContentBlockStart,
-    ContentBlockStop,
-    Reply,
     TextDelta,
-    ToolResultBlock,
-    ToolSpec,
-    ToolUseDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    tool,
 )
-from aiostream_chat.testing import ToolUse, reply
-
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="The current weather in a city.",
-    input_schema={
-        "type": "object",
-        "properties": {"city": {"type": "string", "description": "The city name"}},
-        "required": ["city"],
-    },
-)
+from aiostream_chat.testing import ToolUse, agent
 
 
-async def get_weather(city: str) -> dict[str, Any]:
-    """The tool itself: a stand-in for a real weather API call."""
-    await asyncio.sleep(0.05)
-    return {"city": city, "temperature_c": 18, "conditions": "sunny"}
+@tool
+async def get_weather(
+    city: Annotated[str, "The city name, e.g. Paris"],
+    unit: Literal["celsius", "fahrenheit"] = "celsius",
+) -> dict[str, object]:
+    """The current weather in a city."""
+    await asyncio.sleep(0.05)  # a stand-in for a real weather API call
+    temperature = 18 if unit == "celsius" else 64
+    return {"city": city, "temperature": temperature, "unit": unit, "conditions": "sunny"}
 
 
-async def show(stream: ChatStream) -> Reply:
-    """Print a turn as it streams, tool calls included, and return its reply."""
-    tool_blocks: set[int] = set()
-    mid_line = False
-    async with stream:
-        async for event in stream.events():
-            match event:
-                case TextDelta(text=text):
-                    print(text, end="", flush=True)
-                    mid_line = True
-                case ContentBlockStart(index=index, tool_use=tool) if tool is not None:
-                    tool_blocks.add(index)
-                    print(f"{chr(10) if mid_line else ''}[tool call] {tool.name}(", end="")
-                    mid_line = True
-                case ToolUseDelta(input_fragment=fragment):
-                    print(fragment, end="", flush=True)  # the JSON input, as it streams
-                case ContentBlockStop(index=index) if index in tool_blocks:
-                    print(")")
-                    mid_line = False
-        result = await stream.get_reply()
-    if mid_line:
-        print()
-    return result
+@tool
+def local_time(city: Annotated[str, "The city name"]) -> str:
+    """The local time in a city (a sync function: it runs in a worker thread)."""
+    return f"It is 14:05 in {city}."
 
 
 async def main(args: argparse.Namespace) -> None:
     async with bedrock(args) as target:
-        target.script(
-            reply("", tool_uses=[ToolUse("get_weather", {"city": "Paris"}, chunks=4)], delay=0.05),
-            reply("It is 18 °C and sunny in Paris: a fine day for a walk.", chunks=6, delay=0.05),
-        )
+        if target.fake is not None:  # the emulated model calls both tools at once, then answers
+            target.fake.responder = agent(
+                [
+                    ToolUse("get_weather", {"city": "Paris"}),
+                    ToolUse("local_time", {"city": "Paris"}),
+                ],
+                answer="It is 18 °C and sunny in Paris, and 14:05 there: a fine time for a walk.",
+                say="Let me check. ",
+                chunks=6,
+                delay=0.03,
+            )
         async with AsyncConversation(
             target.model_id,
-            system="Use the tools you have to answer questions about the weather.",
-            tools=[WEATHER],
+            system="Use the tools you have to answer questions about weather and time.",
+            tools=[get_weather, local_time],
             **target.connection,
         ) as conv:
-            result = await show(conv.stream("What's the weather like in Paris right now?"))
-            while result.stop_reason == "tool_use":
-                results = []
-                for call in result.tool_uses:
-                    output = await get_weather(**call.input)
-                    print(f"[tool result] {json.dumps(output)}")
-                    results.append(
-                        ToolResultBlock(
-                            call.tool_use_id, content=[{"json": output}], status="success"
-                        )
-                    )
-                result = await show(conv.stream(results))
-            print(f"Final answer: {result.text}")
-            print(f"History: {len(conv.history)} messages (question, tool call, result, answer)")
+            stream = conv.stream("What's the weather like in Paris, and what time is it there?")
+            mid_line = False
+            async with stream:
+                async for event in stream.events():
+                    match event:
+                        case TextDelta(text=text):
+                            print(text, end="", flush=True)
+                            mid_line = True
+                        case ToolCallStarted(name=name, input=tool_input):
+                            print(f"{chr(10) if mid_line else ''}[tool call] {name}({tool_input})")
+                            mid_line = False
+                        case ToolCallFinished(name=name, result=result, duration=seconds):
+                            print(f"[tool result] {name} -> {result.content} ({seconds:.2f} s)")
+                reply = await stream.get_reply()
+            print(f"\nFinal answer: {reply.text}")
+            print(f"Model calls: {reply.metrics.attempts}; tokens: {reply.usage.total_tokens}")
+            print(f"History: {len(conv.history)} messages (question, calls, results, answer)")
 
 
 if __name__ == "__main__":

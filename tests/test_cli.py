@@ -5,10 +5,15 @@ Ctrl-C, and one-line errors with meaningful exit statuses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
+import re
 import signal
+import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -191,8 +196,8 @@ async def test_fan_out_writes_ordered_jsonl_summary_and_progress(
 ) -> None:
     """fan-out answers every line concurrently (never more than --concurrency at once),
     writes one record per prompt in input order (ids kept, failures as error records),
-    draws a progress bar and a summary with tokens and p50/p95 time to first token, and
-    exits 1 because one turn failed."""
+    prints a summary with tokens and p50/p95 time to first token (and no progress bar, since
+    stderr is not a terminal), and exits 1 because one turn failed."""
     fake_bedrock.responder = _fan_out_responder
     prompts = tmp_path / "prompts.jsonl"
     lines = [json.dumps(f"q{i}") for i in range(6)]
@@ -201,8 +206,7 @@ async def test_fan_out_writes_ordered_jsonl_summary_and_progress(
     prompts.write_text("\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:]) + "\n")
     replies = tmp_path / "replies.jsonl"
     code, out, err = await run(
-        "fan-out", str(prompts), "-o", str(replies), "--concurrency", "3", "--progress",
-        *at(fake_bedrock),
+        "fan-out", str(prompts), "-o", str(replies), "--concurrency", "3", *at(fake_bedrock),
     )  # fmt: skip
     assert code == 1, err
     assert out == ""
@@ -220,8 +224,8 @@ async def test_fan_out_writes_ordered_jsonl_summary_and_progress(
     assert "id" not in records[5]
     assert 1 < fake_bedrock.max_open_streams <= 3
     assert "Traceback" not in err
-    assert "] 6/6 turns, 1 failed" in err
-    summary = err.strip().splitlines()[-1]
+    assert "\r" not in err and "turns, 1 failed, " not in err  # no bar off a terminal
+    summary = assert_one_line(err)
     assert summary.startswith("aiostream-chat: 6 turns, 1 failed; 75 tokens (50 in, 25 out)")
     assert "time to first token p50 " in summary
     assert "p95 " in summary
@@ -270,3 +274,223 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 95) == 0.5
     assert percentile(list(range(1, 101)), 95) == 95
     assert percentile([], 50) is None
+
+
+# --- no region ---
+
+
+@pytest.mark.parametrize("region", [None, "", "  "])
+async def test_no_region_says_pass_region_exit_2(region: str | None, tmp_path: Path) -> None:
+    """Without a region (none in the environment or AWS config, or an empty --region) the CLI
+    prints one line telling to pass --region and exits 2, before any connection is made."""
+    env = {k: v for k, v in ENV.items() if k not in {"AWS_REGION", "AWS_DEFAULT_REGION"}}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-config")
+    args = ["chat", "--model", "m", "--endpoint-url", "http://127.0.0.1:9", "hi"]
+    if region is not None:
+        args[1:1] = ["--region", region]
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert out == b""
+    line = assert_one_line(err.decode())
+    assert line == "aiostream-chat: error: no AWS region: pass --region (or set AWS_REGION)"
+
+
+# --- a person at a terminal ---
+
+
+@contextlib.asynccontextmanager
+async def on_terminal(
+    *args: str, stdin_only: bool = True
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """Run the CLI with a pseudo-terminal as stdin (and as stdout and stderr too unless
+    ``stdin_only``); yield the process and the terminal's master end."""
+    master, slave = pty.openpty()
+    out = asyncio.subprocess.PIPE if stdin_only else slave
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=ENV, stdin=slave, stdout=out, stderr=out
+    )
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+
+
+async def read_until(stream: asyncio.StreamReader | None, text: str, seen: bytearray) -> str:
+    """Read ``stream`` into ``seen`` until ``text`` shows; return all of it so far."""
+    assert stream is not None
+    while text.encode() not in seen:
+        chunk = await asyncio.wait_for(stream.read(4096), 20)
+        assert chunk, f"end of output before {text!r}: {seen.decode()!r}"
+        seen += chunk
+    return seen.decode()
+
+
+async def test_ctrl_c_during_an_interactive_reply_cancels_only_that_reply(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    """At an interactive prompt, Ctrl-C mid-reply cancels that reply (its connection closes
+    before the reply is complete, a short note says so), the prompt comes back, and the next
+    turn is sent with the history unchanged; Ctrl-C at the empty prompt then ends the chat
+    with status 0 on a fresh line, without a traceback."""
+    fake_bedrock.enqueue(reply("tick " * 40, chunks=40, delay=0.1), reply("Second answer."))
+    async with on_terminal("chat", *at(fake_bedrock)) as (proc, terminal):
+        out, err = bytearray(), bytearray()
+        await read_until(proc.stderr, "> ", err)
+        os.write(terminal, b"count\n")
+        await read_until(proc.stdout, "tick", out)
+        proc.send_signal(signal.SIGINT)
+        (disconnect,) = await fake_bedrock.wait_for_disconnects(1)
+        assert not disconnect.completed and disconnect.frames_sent < 40
+        note = "aiostream-chat: reply cancelled; the conversation is unchanged\n> "
+        await read_until(proc.stderr, note, err)
+        assert proc.returncode is None  # still chatting
+        os.write(terminal, b"again\n")
+        await read_until(proc.stdout, "Second answer.\n", out)
+        await read_until(proc.stderr, note + "> ", err)
+        proc.send_signal(signal.SIGINT)  # at the empty prompt: quit
+        rest, tail = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    stderr = (err + tail).decode()
+    assert stderr.endswith("> \n")  # the shell's prompt will start on a fresh line
+    assert "Traceback" not in stderr
+    assert (out + rest).decode().startswith("tick ")
+    assert (out + rest).decode().endswith("\nSecond answer.\n")
+    messages = fake_bedrock.requests[1].body["messages"]
+    assert [m["content"][0]["text"] for m in messages] == ["again"]
+
+
+async def test_ctrl_d_at_the_interactive_prompt_exits_0_on_a_fresh_line(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    """Ctrl-D (end of input) at the prompt ends the chat with status 0 and a newline after
+    the prompt, so the shell's prompt starts on a fresh line."""
+    fake_bedrock.enqueue(reply("Hi there."))
+    async with on_terminal("chat", *at(fake_bedrock)) as (proc, terminal):
+        err = bytearray()
+        await read_until(proc.stderr, "> ", err)
+        os.write(terminal, b"hello\n")
+        out = bytearray()
+        await read_until(proc.stdout, "Hi there.\n", out)
+        await read_until(proc.stderr, "> > ", err)
+        os.write(terminal, b"\x04")  # Ctrl-D on an empty line: end of input
+        _, tail = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    stderr = (err + tail).decode()
+    assert stderr.endswith("> > \n")
+    assert "Traceback" not in stderr
+
+
+async def read_to_end(terminal: int) -> bytes:
+    """Everything written to the terminal until every process holding it has closed it."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    while True:
+        try:
+            chunk = await loop.run_in_executor(None, os.read, terminal, 4096)
+        except OSError:  # EIO: the other end is closed
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def render(output: str) -> list[str]:
+    """The lines a terminal shows for ``output``: carriage returns, erase-to-end-of-line."""
+    lines: list[str] = []
+    line, column = "", 0
+    for token in re.findall(r"\x1b\[K|\r|\n|[^\r\n\x1b]+", output):
+        if token == "\n":
+            lines.append(line)
+            line, column = "", 0
+        elif token == "\r":
+            column = 0
+        elif token == "\x1b[K":
+            line = line[:column]
+        else:
+            line = line[:column] + token + line[column + len(token) :]
+            column += len(token)
+    return [*lines, line] if line else lines
+
+
+async def test_fan_out_bar_never_mixes_with_json_lines_on_a_terminal(
+    fake_bedrock: FakeBedrock, tmp_path: Path
+) -> None:
+    """With stdout and stderr on one terminal, the progress bar is drawn and redrawn on stderr,
+    and wiped before each JSON line: every line the terminal shows is either a whole JSON
+    record, the final bar, or the summary."""
+    fake_bedrock.responder = _fan_out_responder
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(f"q{i}") + "\n" for i in range(6)))
+    args = ["fan-out", str(prompts), "--concurrency", "2", *at(fake_bedrock)]
+    async with on_terminal(*args, stdin_only=False) as (proc, terminal):
+        shown = await asyncio.wait_for(read_to_end(terminal), 30)
+        await asyncio.wait_for(proc.wait(), 20)
+    assert proc.returncode == 0
+    text = shown.decode().replace("\r\n", "\n")  # the terminal turns "\n" into "\r\n"
+    assert text.count("\r[") > 1  # the bar was drawn, and redrawn
+    lines = render(text)
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["index"] for r in records] == list(range(6))
+    others = [line for line in lines if not line.startswith("{")]
+    assert len(others) == 2, lines
+    assert re.fullmatch(r"\[#+\] 6/6 turns, 0 failed, \d+ chars, [\d.]+s", others[0])
+    assert others[1].startswith("aiostream-chat: 6 turns, 0 failed;")
+
+
+async def test_ctrl_c_during_fan_out_says_what_was_written_exit_130(
+    fake_bedrock: FakeBedrock,
+) -> None:
+    """Ctrl-C during fan-out cancels the turns in flight, closes their connections, and says
+    in one line how many replies were written; exit status 130."""
+    all_started = asyncio.Event()
+
+    def slow(request: ReceivedRequest) -> Script:
+        if len(fake_bedrock.requests) == 4:
+            all_started.set()
+        return reply("slow " * 30, chunks=30, delay=0.1)
+
+    fake_bedrock.responder = slow
+    proc = await start("fan-out", "-", "--concurrency", "4", *at(fake_bedrock), stdin=True)
+    assert proc.stdin is not None
+    proc.stdin.write(b'"a"\n"b"\n"c"\n"d"\n')
+    proc.stdin.close()
+    await asyncio.wait_for(all_started.wait(), 20)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 130
+    line = assert_one_line(err.decode())
+    assert line == (
+        "aiostream-chat: interrupted; 0 of 4 replies written; the turns in flight were cancelled"
+    )
+    disconnects = await fake_bedrock.wait_for_disconnects(4)
+    assert not any(d.completed for d in disconnects)
+
+
+async def test_emulator_command_with_its_port_taken_is_one_line_exit_2() -> None:
+    """`python -m aiostream_chat.testing --port N` with N already in use prints one line
+    naming the address and the reason, exits 2, and shows no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-W", "error::ResourceWarning", "-m", "aiostream_chat.testing",
+            "--port", str(port), env=ENV, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert out == b""
+    line = assert_one_line(err.decode())
+    assert line == (
+        f"python -m aiostream_chat.testing: error: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    )

@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import itertools
 import json
-import os
 import random
 import struct
 import uuid
@@ -33,6 +32,7 @@ from aiostream_chat._codec import (
     split_frames,
 )
 from aiostream_chat._errors import StreamDecodeError
+from aiostream_chat.testing import recordings_dir
 
 # Wire type codes, written out here so the tests pin the spec rather than the module.
 TRUE, FALSE, BYTE, SHORT, INTEGER, LONG, BYTES, STRING, TIMESTAMP, UUID = range(10)
@@ -722,18 +722,7 @@ def test_out_of_range_timestamp_is_a_decode_error() -> None:
 # 4. real Bedrock recordings
 
 
-def _recordings_dir() -> Path | None:
-    env = os.environ.get("AIOSTREAM_CHAT_RECORDINGS")
-    if env:
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "fixtures" / "recordings"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-RECORDINGS_DIR = _recordings_dir()
+RECORDINGS_DIR: Path | None = recordings_dir()
 RECORDINGS_200 = (
     sorted(
         path
@@ -750,8 +739,8 @@ RECORDING_PARAMS = [pytest.param(path, id=path.stem) for path in RECORDINGS_200]
 
 
 def test_recordings_are_present() -> None:
-    """The shared recordings directory is found (AIOSTREAM_CHAT_RECORDINGS or
-    ../shared/fixtures/recordings) and holds 200 recordings; missing fixtures fail loudly."""
+    """The packaged recordings directory (or AIOSTREAM_CHAT_RECORDINGS) holds status-200
+    recordings; missing fixtures fail loudly."""
     assert RECORDINGS_DIR is not None, "recordings not found; set AIOSTREAM_CHAT_RECORDINGS"
     assert RECORDINGS_DIR.is_dir(), f"{RECORDINGS_DIR} is not a directory"
     assert len(RECORDINGS_200) >= 1, f"no status-200 recordings in {RECORDINGS_DIR}"

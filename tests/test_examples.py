@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pty
 import select
 import signal
 import subprocess
@@ -133,9 +134,9 @@ def test_quickstart_streams_then_prints_message_and_usage() -> None:
     assert "History: 4 messages" in out
 
 
-def test_fan_out_answers_every_prompt_with_a_progress_bar() -> None:
-    """fan_out.py: all eight prompts are answered in input order, the progress bar on
-    stderr reaches 8/8, and the parent conversation's history stays empty."""
+def test_fan_out_answers_every_prompt_without_a_bar_off_a_terminal() -> None:
+    """fan_out.py: all eight prompts are answered in input order and the parent
+    conversation's history stays empty; with stderr not a terminal, no bar is drawn."""
     proc = run_example("fan_out.py", "--concurrency", "8")
     out = proc.stdout
     for number in range(1, 9):
@@ -144,8 +145,8 @@ def test_fan_out_answers_every_prompt_with_a_progress_bar() -> None:
     assert "You asked about What is MVCC" in out
     assert "8 answered, 0 failed" in out
     assert "Parent history: 0 messages" in out
-    assert "] 8/8 done, 0 failed" in proc.stderr
-    assert proc.stderr.count("/8 done") > 2  # redrawn as it goes (text mode turns \r to \n)
+    assert "done, 0 failed" not in proc.stderr
+    assert proc.stderr == ""
 
 
 def test_timeouts_and_retries_keeps_history_clean() -> None:
@@ -165,13 +166,27 @@ def test_timeouts_and_retries_keeps_history_clean() -> None:
 
 
 def test_tool_use_runs_the_tool_and_sends_the_result_back() -> None:
-    """tool_use.py: the tool call's input streams, the tool runs, its result goes back and
-    the final answer arrives; the history holds all four messages."""
+    """tool_use.py: @tool functions run when the model asks, both calls of the round show as
+    events, the final answer streams in the same turn; the history holds all four messages."""
     out = run_example("tool_use.py").stdout
-    assert '[tool call] get_weather({"city":"Paris"})' in out
-    assert '[tool result] {"city": "Paris", "temperature_c": 18' in out
+    assert "[tool call] get_weather({'city': 'Paris'})" in out
+    assert "[tool call] local_time({'city': 'Paris'})" in out
+    assert "[tool result] get_weather -> ({'json': {'city': 'Paris', 'temperature': 18" in out
+    assert "[tool result] local_time -> ({'text': 'It is 14:05 in Paris.'},)" in out
     assert "Final answer: It is 18 °C and sunny in Paris" in out
+    assert "Model calls: 2" in out
     assert "History: 4 messages" in out
+
+
+def test_structured_output_fills_in_a_typed_record() -> None:
+    """structured_output.py: partial objects grow field by field, then the validated Order."""
+    out = run_example("structured_output.py").stdout
+    partials = [line for line in out.splitlines() if line.startswith("partial: ")]
+    assert len(partials) >= 5
+    assert any("'company'" not in line for line in partials)  # seen before it was complete
+    assert "'email': 'maria@acme.example'}" in partials[-1]
+    assert "Order: 12 x servo motor for Maria Gonzalez (maria@acme.example)" in out
+    assert "Ship to: Calle Mayor 5, Madrid" in out
 
 
 @web_deps
@@ -198,6 +213,57 @@ def test_sse_chat_serves_page_streams_turn_and_stores_it() -> None:
         assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
         assert stored["messages"][1]["text"] == "".join(deltas)
         assert client.post("/chat", json={"prompt": "  "}).status_code == 400
+
+
+@web_deps
+def test_sse_chat_shows_tool_calls_as_they_happen() -> None:
+    """sse_chat: a question about the time makes the (emulated) model call local_time; the
+    page gets tool and tool_result events before the answer, and one turn is stored."""
+    import httpx
+
+    with serve(SERVERS["sse_chat"]) as url, httpx.Client(base_url=url, timeout=10) as client:
+        client.get("/")
+        with client.stream("POST", "/chat", json={"prompt": "What time is it?"}) as response:
+            events = sse_events(response.iter_lines())
+        names = [name for name, _ in events]
+        assert names.index("tool") < names.index("tool_result") < len(names) - 1
+        tool = dict(events)["tool"]
+        assert tool == {"name": "local_time", "input": {"city": "Paris"}}
+        assert dict(events)["tool_result"] == {"name": "local_time", "status": "success"}
+        text = "".join(data["text"] for name, data in events if name == "delta")
+        assert text.startswith("Let me check the clock. Based on the tools: It is ")
+        assert "UTC (the server's clock; Paris may differ)." in text
+        assert events[-1] == ("done", events[-1][1]) and events[-1][1]["turns"] == 1
+        stored = client.get("/history").json()
+        assert stored["turns"] == 1 and stored["messages"][0]["text"] == "What time is it?"
+
+
+@web_deps
+def test_websocket_chat_shows_tool_calls_as_they_happen() -> None:
+    """websocket_chat: asked the time, the (emulated) model calls local_time; tool and
+    tool_result messages come before the answer, and one turn is stored."""
+    import httpx
+    from websockets.sync.client import connect
+
+    with serve(SERVERS["websocket_chat"]) as url:
+        cookie = httpx.get(url, timeout=10).cookies["chat_session"]
+        ws_url = url.replace("http://", "ws://") + "ws"
+        headers = {"Cookie": f"chat_session={cookie}"}
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            assert json.loads(ws.recv(10))["type"] == "history"
+            ws.send(json.dumps({"type": "prompt", "text": "What time is it?"}))
+            messages = []
+            while (message := json.loads(ws.recv(10)))["type"] not in ("done", "error"):
+                messages.append(message)
+            kinds = [m["type"] for m in messages]
+            assert kinds.index("tool") < kinds.index("tool_result") < len(kinds) - 1
+            assert messages[kinds.index("tool")]["name"] == "local_time"
+            assert messages[kinds.index("tool_result")]["status"] == "success"
+            assert message["type"] == "done" and message["turns"] == 1
+        with connect(ws_url, additional_headers=headers, open_timeout=10) as ws:
+            history = json.loads(ws.recv(10))
+            assert history["turns"] == 1
+            assert history["messages"][0] == {"role": "user", "text": "What time is it?"}
 
 
 @web_deps
@@ -248,3 +314,79 @@ def test_aiohttp_service_streams_turns_per_session() -> None:
         assert [m["role"] for m in alice["messages"]] == ["user", "assistant"]
         assert c.get("/sessions/bob").json()["messages"] == []
         assert c.post("/sessions/alice/messages", json={"prompt": ""}).status_code == 400
+
+
+INSTALL_EXAMPLES = "pip install -e '.[examples]'"
+# Run a web example with one package of the 'examples' extra made unimportable.
+WITHOUT = """
+import runpy, sys
+sys.modules[sys.argv[1]] = None  # as if not installed
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "missing"),
+    [
+        ("sse_chat", "uvicorn"),
+        ("sse_chat", "starlette"),
+        ("websocket_chat", "uvicorn"),
+        ("websocket_chat", "websockets"),
+        ("websocket_chat", "starlette"),
+    ],
+)
+def test_web_example_without_its_extra_names_the_install_command(app: str, missing: str) -> None:
+    """Without a package of the 'examples' extra, a web example prints one line naming the
+    missing package and the install command (the same command as its docstring and the
+    README), exits 1, and shows no traceback."""
+    path = SERVERS[app]
+    proc = subprocess.run(
+        [*PYTHON, "-c", WITHOUT, missing, str(path)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == f"examples/{app} needs the {missing!r} package: {INSTALL_EXAMPLES}\n"
+    assert INSTALL_EXAMPLES in (ast.get_docstring(ast.parse(path.read_text())) or "")
+    assert INSTALL_EXAMPLES in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_fan_out_bar_is_drawn_on_a_terminal_only() -> None:
+    """fan_out.py with stderr on a terminal draws the bar and redraws it up to 8/8; with
+    stderr redirected (the other tests) it draws nothing."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*PYTHON, str(EXAMPLES / "fan_out.py"), "--concurrency", "8"],
+            env=ENV,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+        )
+        os.close(slave)
+        shown = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the example has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    terminal = shown.decode()
+    assert terminal.count("\r[") > 2  # drawn in place and redrawn
+    assert "] 8/8 done, 0 failed" in terminal
+    assert_clean(terminal)
+    assert "8 answered, 0 failed" in out

@@ -1,4 +1,4 @@
-"""The public surface matches ../shared/API.md name for name."""
+"""The public surface matches the API contract (API.md) name for name."""
 
 from __future__ import annotations
 
@@ -61,6 +61,15 @@ API_NAMES = {
     "ConversationBusyError",
     "StreamClosedError",
     "__version__",
+    # section 8: tools that run, structured output
+    "Tool",
+    "tool",
+    "ToolCallStarted",
+    "ToolCallFinished",
+    "OutputDelta",
+    # section 11
+    "ToolLoopError",
+    "OutputValidationError",
     # section 9
     "instrument",
     "uninstrument",

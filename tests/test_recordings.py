@@ -1,14 +1,22 @@
 """Every real Bedrock recording replays through FakeBedrock + aioboto3 + our decoder to its
-`expected` result, and lands in history with every block the model sent."""
+`expected` result, and lands in history with every block the model sent. The recordings ship
+inside the package, and the repository needs nothing outside its own tree."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import aiostream_chat
 from aiostream_chat import (
     InvalidRequestError,
     RawBlock,
@@ -31,11 +39,86 @@ def _model_of(recording: dict[str, Any]) -> str:
     return unquote(recording["uri"].split("/model/")[1].split("/")[0])
 
 
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGED = Path(aiostream_chat.__file__).resolve().parent / "testing" / "recordings"
+# A path that leaves the repository for a sibling folder; spelled in pieces so that this file
+# does not match itself.
+OUTSIDE = re.compile(re.escape("..") + r"[/\\]+" + "shared" + "|" + "shared" + r"\W{1,6}fixtures")
+SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+
+def _repository_files() -> list[Path]:
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+        files.extend(Path(folder, name) for name in names)
+    return files
+
+
 def test_recordings_are_present() -> None:
-    """The shared recordings are found, so the parametrised tests below cannot silently vanish."""
+    """The recordings are found, so the parametrised tests below cannot silently vanish."""
     assert {"nova_text", "nova_tool_use", "claude_reasoning", "nova_code_execution"} <= set(
         STREAMED
     )
+
+
+def test_recordings_ship_inside_the_package_with_their_attribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without an override, replay() serves the recordings inside the installed package
+    (so a wheel install can replay them), beside a README crediting pydantic-ai's MIT
+    cassettes; every recording names its pydantic-ai source."""
+    monkeypatch.delenv("AIOSTREAM_CHAT_RECORDINGS", raising=False)
+    assert recordings_dir() == PACKAGED
+    notice = (PACKAGED / "README.md").read_text(encoding="utf-8")
+    assert "pydantic-ai" in notice
+    assert "MIT" in notice
+    assert "Pydantic Services Inc." in notice
+    names = sorted(p.stem for p in PACKAGED.glob("*.json"))
+    assert len(names) >= 5
+    for name in names:
+        assert load_recording(name)["source"].startswith("pydantic/pydantic-ai@")
+
+
+def test_no_file_reaches_outside_the_repository() -> None:
+    """No file of the repository (code, tests, CI, docs) refers to a folder beside it."""
+    offenders = []
+    for path in _repository_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary files
+        offenders += [f"{path.relative_to(ROOT)}: {m.group()}" for m in OUTSIDE.finditer(text)]
+    assert offenders == []
+
+
+def test_a_copy_with_nothing_beside_it_replays_every_recording(tmp_path: Path) -> None:
+    """A copy of the repository alone in an empty folder (no sibling folders, no override)
+    passes the recording tests on its own, importing the package from the copy."""
+    clone = tmp_path / "alone" / "aiostream-chat"
+    shutil.copytree(
+        ROOT,
+        clone,
+        ignore=shutil.ignore_patterns(*SKIPPED_DIRS, "*.egg-info"),
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AIOSTREAM_CHAT_RECORDINGS"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    check = "import aiostream_chat.testing as t; print(t.recordings_dir())"
+    where = subprocess.run(
+        [sys.executable, "-c", check], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert where.stdout.strip() == str(clone / "aiostream_chat" / "testing" / "recordings")
+    tests = ["tests/test_recordings.py", "-k", "not a_copy_with_nothing_beside_it"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " passed" in proc.stdout
 
 
 @pytest.mark.parametrize("name", STREAMED)

@@ -1,6 +1,6 @@
 """Public API usage that mypy --strict checks (tests/test_static.py); never executed.
 
-If a public signature drifts from ../shared/API.md, mypy fails on this file.
+If a public signature drifts from the API contract (API.md), mypy fails on this file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Test support: FakeBedrock, a loopback Bedrock Runtime emulator, and its reply scripts."""
 
 from .._retry import no_backoff, set_backoff
+from ._agent_script import agent, structured, tool_results, tool_rounds
 from ._recordings import load_recording, recordings_dir
 from ._script import Fault, Script, ToolUse, raw_events, replay, reply
 from ._server import Disconnect, FakeBedrock, ReceivedRequest
@@ -13,6 +14,7 @@ __all__ = [
     "RespxBedrock",
     "Script",
     "ToolUse",
+    "agent",
     "load_recording",
     "no_backoff",
     "raw_events",
@@ -20,6 +22,9 @@ __all__ = [
     "replay",
     "reply",
     "set_backoff",
+    "structured",
+    "tool_results",
+    "tool_rounds",
 ]
 
 

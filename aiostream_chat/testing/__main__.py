@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
 from ._server import FakeBedrock, is_loopback
 
+_PROG = "python -m aiostream_chat.testing"
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m aiostream_chat.testing",
+        prog=_PROG,
         description="Serve a fake Amazon Bedrock Runtime (ConverseStream, Converse) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
@@ -41,10 +44,17 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted; a port that cannot be bound is one line and exit status 2."""
     args = _parse(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args))
+    except OSError as exc:  # binding failed: port in use, or not allowed
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(
+            f"{_PROG}: error: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Finding and loading the recorded Bedrock responses used as test fixtures."""
+"""The recorded Bedrock responses shipped with the package, served to ``replay()`` by name."""
 
 from __future__ import annotations
 
@@ -10,27 +10,18 @@ from typing import Any
 __all__ = ["load_recording", "recordings_dir"]
 
 ENV_VAR = "AIOSTREAM_CHAT_RECORDINGS"
-_RELATIVE = Path("shared", "fixtures", "recordings")
+_PACKAGED = Path(__file__).resolve().parent / "recordings"
 
 
 def recordings_dir() -> Path:
-    """$AIOSTREAM_CHAT_RECORDINGS, else the nearest shared/fixtures/recordings above us."""
+    """$AIOSTREAM_CHAT_RECORDINGS if set, else the recordings inside this package."""
     override = os.environ.get(ENV_VAR)
     if override:
         path = Path(override)
         if not path.is_dir():
             raise FileNotFoundError(f"{ENV_VAR}={override!r} is not a directory")
         return path
-    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
-    for start in starts:
-        for folder in (start, *start.parents):
-            candidate = folder / _RELATIVE
-            if candidate.is_dir():
-                return candidate
-    raise FileNotFoundError(
-        f"no {_RELATIVE.as_posix()} folder above {starts[0]} or {starts[1]}; "
-        f"set {ENV_VAR} to the folder holding the recordings"
-    )
+    return _PACKAGED
 
 
 def load_recording(name_or_path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from ._agent_script import schema_answer
 from ._script import EVENT_STREAM, Chunk, Script, default_reply, play, status_of
 from ._wire import converse_output, decode_events, error_type
 
@@ -271,7 +272,10 @@ class FakeBedrock:
         self.max_open_streams = self._open
 
     def _default_reply(self, request: ReceivedRequest) -> Script:
-        return default_reply(request.prompt_text, delay=self.delay)
+        # A request for structured output (output=) gets an answer that fits its schema.
+        return schema_answer(request, delay=self.delay) or default_reply(
+            request.prompt_text, delay=self.delay
+        )
 
     def _record(self, call: _Call, completed: bool) -> None:
         if call.done:

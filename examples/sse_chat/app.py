@@ -1,7 +1,7 @@
 """A chat web page whose replies stream from Bedrock over Server-Sent Events.
 
 Run with:
-    pip install 'aiostream-chat[examples]'
+    pip install -e '.[examples]'                    # the web extras, from a clone
     python examples/sse_chat/app.py                 # bundled emulator; open http://127.0.0.1:8000
     python examples/sse_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
     python examples/sse_chat/app.py --tracing       # print each turn's spans on stderr
@@ -12,7 +12,9 @@ printed is the URL to open. Without ``--model`` it runs on the bundled emulator 
 What it shows:
 
 - ``POST /chat`` relays one turn as ``text/event-stream``: ``delta`` events as text arrives,
-  ``retrying`` when a retry happens, then ``done`` or ``error`` (an error mid-stream reaches
+  ``retrying`` when a retry happens, ``tool`` / ``tool_result`` when the model calls the
+  ``local_time`` tool (the stream runs it; on the emulator, ask "what time is it?"), then
+  ``done`` or ``error`` (an error mid-stream reaches
   the page with the partial text kept on screen and the reply not stored).
 - Stop: the page aborts its fetch, the browser drops the connection, Starlette sees the
   ``http.disconnect`` and cancels the response; the cancellation closes the turn's stream,
@@ -45,18 +47,23 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
 
-import uvicorn
-from _emulator import add_bedrock_arguments, bedrock
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from _emulator import add_bedrock_arguments, bedrock, missing_extra
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+except ImportError as missing:  # the 'examples' extra is not installed
+    sys.exit(missing_extra("examples/sse_chat", missing))
 
 from aiostream_chat import (
     AsyncConversation,
@@ -65,12 +72,35 @@ from aiostream_chat import (
     ConversationBusyError,
     Retrying,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    tool,
 )
+from aiostream_chat.testing import ToolUse, agent, tool_rounds
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "chat_session"
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'"
 log = logging.getLogger("sse_chat")
+
+
+@tool
+def local_time(city: Annotated[str, "The city the user asked about"]) -> str:
+    """The current time (UTC) for a city."""
+    return f"It is {datetime.now(UTC):%H:%M} UTC (the server's clock; {city} may differ)"
+
+
+def demo_model(fake: Any) -> Any:
+    """On the emulator: a model that calls local_time when asked about the time."""
+    default = fake.responder
+    clock = agent([ToolUse("local_time", {"city": "Paris"})], say="Let me check the clock. ")
+
+    def respond(request: Any) -> Any:
+        if tool_rounds(request) or "time" in request.prompt_text.lower():
+            return clock(request)
+        return default(request)
+
+    return respond
 
 
 class Sessions:
@@ -86,7 +116,7 @@ class Sessions:
         # conv.snapshot() in its session store and resume with from_state()).
         conv = self.conversations.get(session_id)
         if conv is None:
-            conv = AsyncConversation(self.model_id, client=self.client)
+            conv = AsyncConversation(self.model_id, client=self.client, tools=[local_time])
             self.conversations[session_id] = conv
         return conv
 
@@ -101,7 +131,8 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 
 def turns(conv: AsyncConversation) -> int:
-    return len(conv.history) // 2
+    """Completed turns: each starts with a prompt (tool results are user messages too)."""
+    return sum(1 for m in conv.history if m.role == "user" and m.text)
 
 
 async def relay(conv: AsyncConversation, stream: ChatStream) -> AsyncIterator[str]:
@@ -112,6 +143,10 @@ async def relay(conv: AsyncConversation, stream: ChatStream) -> AsyncIterator[st
                 match event:
                     case TextDelta(text=text) if text:
                         yield sse("delta", {"text": text})
+                    case ToolCallStarted(name=name, input=tool_input):
+                        yield sse("tool", {"name": name, "input": tool_input})
+                    case ToolCallFinished(name=name, result=result):
+                        yield sse("tool_result", {"name": name, "status": result.status})
                     case Retrying(attempt=attempt, delay=delay, error=error):
                         yield sse(
                             "retrying", {"attempt": attempt, "delay": delay, "why": str(error)}
@@ -161,8 +196,9 @@ async def chat(request: Request) -> Response:
 async def history(request: Request) -> Response:
     sid = session_id(request)
     conv = request.app.state.sessions.get(sid) if sid else None
-    messages = [] if conv is None else [{"role": m.role, "text": m.text} for m in conv.history]
-    return JSONResponse({"messages": messages, "turns": len(messages) // 2})
+    shown = () if conv is None else [m for m in conv.history if m.text]  # no tool-call plumbing
+    messages = [{"role": m.role, "text": m.text} for m in shown]
+    return JSONResponse({"messages": messages, "turns": 0 if conv is None else turns(conv)})
 
 
 def create_app(args: argparse.Namespace, url: str) -> Starlette:
@@ -170,6 +206,8 @@ def create_app(args: argparse.Namespace, url: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One Bedrock client for the whole process, opened and closed with the app.
         async with bedrock(args) as target, target.client() as client:
+            if target.fake is not None:
+                target.fake.responder = demo_model(target.fake)
             app.state.sessions = Sessions(target.model_id, client)
             where = "the bundled emulator" if target.emulated else f"Bedrock ({target.model_id})"
             print(url, flush=True)

@@ -1,7 +1,7 @@
 """A chat web page whose replies stream from Bedrock over a WebSocket.
 
 Run with:
-    pip install 'aiostream-chat[examples]'
+    pip install -e '.[examples]'                    # the web extras, from a clone
     python examples/websocket_chat/app.py           # bundled emulator; open http://127.0.0.1:8000
     python examples/websocket_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
 
@@ -12,7 +12,9 @@ The same chat as ``examples/sse_chat`` (Starlette and uvicorn, for the reasons g
 over one WebSocket per page:
 
 - The page sends ``{"type": "prompt", "text": ...}`` and ``{"type": "stop"}``; the server sends
-  ``history`` (on connect), ``delta``, ``retrying``, then ``done``, ``error`` or ``stopped``.
+  ``history`` (on connect), ``delta``, ``retrying``, ``tool`` / ``tool_result`` (the model
+  called the ``local_time`` tool, which the stream runs; on the emulator, ask "what time is
+  it?"), then ``done``, ``error`` or ``stopped``.
 - Each turn runs in its own task, so the socket keeps reading while a reply streams. Stop
   cancels that task: the cancellation closes the turn's stream, which closes the Bedrock
   connection at once, and the history stays as it was. Closing the page does the same.
@@ -33,20 +35,26 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
 
-import uvicorn
-from _emulator import add_bedrock_arguments, bedrock
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from _emulator import add_bedrock_arguments, bedrock, missing_extra
+
+try:
+    import uvicorn
+    import websockets  # noqa: F401  (uvicorn serves WebSockets with it)
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Mount, Route, WebSocketRoute
+    from starlette.staticfiles import StaticFiles
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+except ImportError as missing:  # the 'examples' extra is not installed
+    sys.exit(missing_extra("examples/websocket_chat", missing))
 
 from aiostream_chat import (
     AsyncConversation,
@@ -55,12 +63,35 @@ from aiostream_chat import (
     ConversationBusyError,
     Retrying,
     TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    tool,
 )
+from aiostream_chat.testing import ToolUse, agent, tool_rounds
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "chat_session"
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'"
 log = logging.getLogger("websocket_chat")
+
+
+@tool
+def local_time(city: Annotated[str, "The city the user asked about"]) -> str:
+    """The current time (UTC) for a city."""
+    return f"It is {datetime.now(UTC):%H:%M} UTC (the server's clock; {city} may differ)"
+
+
+def demo_model(fake: Any) -> Any:
+    """On the emulator: a model that calls local_time when asked about the time."""
+    default = fake.responder
+    clock = agent([ToolUse("local_time", {"city": "Paris"})], say="Let me check the clock. ")
+
+    def respond(request: Any) -> Any:
+        if tool_rounds(request) or "time" in request.prompt_text.lower():
+            return clock(request)
+        return default(request)
+
+    return respond
 
 
 class Sessions:
@@ -75,7 +106,7 @@ class Sessions:
         # A real service would bound this and expire idle sessions.
         conv = self.conversations.get(session_id)
         if conv is None:
-            conv = AsyncConversation(self.model_id, client=self.client)
+            conv = AsyncConversation(self.model_id, client=self.client, tools=[local_time])
             self.conversations[session_id] = conv
         return conv
 
@@ -85,7 +116,8 @@ class Sessions:
 
 
 def turns(conv: AsyncConversation) -> int:
-    return len(conv.history) // 2
+    """Completed turns: each starts with a prompt (tool results are user messages too)."""
+    return sum(1 for m in conv.history if m.role == "user" and m.text)
 
 
 async def relay(websocket: WebSocket, conv: AsyncConversation, stream: ChatStream) -> None:
@@ -96,6 +128,13 @@ async def relay(websocket: WebSocket, conv: AsyncConversation, stream: ChatStrea
                 match event:
                     case TextDelta(text=text) if text:
                         await websocket.send_json({"type": "delta", "text": text})
+                    case ToolCallStarted(name=name, input=tool_input):
+                        await websocket.send_json(
+                            {"type": "tool", "name": name, "input": tool_input}
+                        )
+                    case ToolCallFinished(name=name, result=result):
+                        finished = {"type": "tool_result", "name": name, "status": result.status}
+                        await websocket.send_json(finished)
                     case Retrying(attempt=attempt, delay=delay, error=error):
                         retrying = {"attempt": attempt, "delay": delay, "why": str(error)}
                         await websocket.send_json({"type": "retrying", **retrying})
@@ -136,7 +175,7 @@ async def chat_socket(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     conv = websocket.app.state.sessions.get(sid)
-    stored = [{"role": m.role, "text": m.text} for m in conv.history]
+    stored = [{"role": m.role, "text": m.text} for m in conv.history if m.text]
     await websocket.send_json({"type": "history", "messages": stored, "turns": turns(conv)})
     turn: asyncio.Task[None] | None = None
     try:
@@ -181,6 +220,8 @@ def create_app(args: argparse.Namespace, url: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One Bedrock client for the whole process, opened and closed with the app.
         async with bedrock(args) as target, target.client() as client:
+            if target.fake is not None:
+                target.fake.responder = demo_model(target.fake)
             app.state.sessions = Sessions(target.model_id, client)
             where = "the bundled emulator" if target.emulated else f"Bedrock ({target.model_id})"
             print(url, flush=True)

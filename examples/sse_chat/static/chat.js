@@ -26,6 +26,14 @@ function addNote(after, text, kind) {
   after.after(div);
 }
 
+// A tool call of the turn, shown above the reply it leads to.
+function addToolNote(bubble, text) {
+  const div = document.createElement("div");
+  div.className = "note tool";
+  div.textContent = text;
+  bubble.before(div);
+}
+
 function setBusy(busy) {
   sendButton.disabled = busy;
   stopButton.disabled = !busy;
@@ -72,6 +80,10 @@ async function send(prompt) {
     for await (const { event, data } of readEvents(response)) {
       if (event === "delta") {
         bubble.textContent += data.text; // text, never HTML
+      } else if (event === "tool") {
+        addToolNote(bubble, `Calling ${data.name}(${JSON.stringify(data.input)})`);
+      } else if (event === "tool_result") {
+        addToolNote(bubble, `${data.name}: ${data.status}`);
       } else if (event === "retrying") {
         statusLine.textContent = `Retrying (attempt ${data.attempt}): ${data.why}`;
       } else if (event === "done") {

@@ -26,6 +26,15 @@ function addNote(after, text, kind) {
   after.after(div);
 }
 
+// A tool call of the turn, shown above the reply it leads to.
+function addToolNote(text) {
+  if (bubble === null) return;
+  const div = document.createElement("div");
+  div.className = "note tool";
+  div.textContent = text;
+  bubble.before(div);
+}
+
 function setBusy(busy) {
   sendButton.disabled = busy;
   stopButton.disabled = !busy;
@@ -59,6 +68,12 @@ socket.addEventListener("message", (event) => {
       break;
     case "delta":
       if (bubble !== null) bubble.textContent += message.text; // text, never HTML
+      break;
+    case "tool":
+      addToolNote(`Calling ${message.name}(${JSON.stringify(message.input)})`);
+      break;
+    case "tool_result":
+      addToolNote(`${message.name}: ${message.status}`);
       break;
     case "retrying":
       statusLine.textContent = `Retrying (attempt ${message.attempt}): ${message.why}`;
