@@ -125,6 +125,31 @@ def _merge_raw(target: dict[str, Any], delta: dict[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
+_USAGE_KEYS = frozenset(
+    {"inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens", "cacheWriteInputTokens"}
+)
+_METADATA_KEYS = frozenset({"usage", "metrics", "trace", "serviceTier", "performanceConfig", "p"})
+
+
+def _metadata(payload: dict[str, Any]) -> Metadata:
+    """The typed metadata event; fields this version does not model go to ``extra``."""
+    usage = payload.get("usage") or {}
+    metrics = payload.get("metrics") or {}
+    tier = payload.get("serviceTier") or {}
+    performance = payload.get("performanceConfig") or {}
+    extra = {k: v for k, v in usage.items() if k not in _USAGE_KEYS}
+    extra.update((k, v) for k, v in payload.items() if k not in _METADATA_KEYS)
+    extra.update((k, v) for k, v in metrics.items() if k != "latencyMs")
+    return Metadata(
+        usage=Usage.from_bedrock(usage),
+        server_latency_ms=metrics.get("latencyMs"),
+        trace=payload.get("trace"),
+        service_tier=tier.get("type") if isinstance(tier, dict) else None,
+        latency=performance.get("latency") if isinstance(performance, dict) else None,
+        extra=extra,
+    )
+
+
 class Accumulator:
     """Holds the reply being built; one per attempt."""
 
@@ -163,12 +188,7 @@ class Accumulator:
                 )
                 return self.stop
             case "metadata":
-                metrics = payload.get("metrics") or {}
-                self.metadata = Metadata(
-                    usage=Usage.from_bedrock(payload.get("usage") or {}),
-                    server_latency_ms=metrics.get("latencyMs"),
-                    trace=payload.get("trace"),
-                )
+                self.metadata = _metadata(payload)
                 return self.metadata
             case _:
                 return UnknownEvent(name=name, payload=payload)
@@ -245,4 +265,7 @@ class Accumulator:
             reasoning=reasoning,
             request_id=request_id,
             trace=meta.trace,
+            service_tier=meta.service_tier,
+            latency=meta.latency,
+            metadata_extra=meta.extra,
         )

@@ -43,6 +43,8 @@ from ._cli_fanout import add_fan_out_arguments, run_fan_out
 from ._conversation import AsyncConversation
 from ._errors import ChatError
 from ._events import Retrying, TextDelta
+from ._models import DocumentBlock, ImageBlock, TextBlock
+from ._validate import Prompt
 
 __all__ = ["build_parser", "main"]
 
@@ -83,6 +85,12 @@ def _common_options() -> _Parser:
     settings.add_argument(
         "--temperature", type=_temperature, metavar="T", help="sampling temperature"
     )
+    settings.add_argument(
+        "--thinking",
+        type=positive_int,
+        metavar="BUDGET",
+        help="turn on extended thinking with this token budget (Claude; at least 1024)",
+    )
     return common
 
 
@@ -105,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per line from stdin until end of input, as one multi-turn conversation.",
     )
     chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="the prompt (else stdin)")
+    for flag, kind in (("--image", "an image"), ("--document", "a document")):
+        chat.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="PATH",
+            help=f"attach {kind} file to the (first) prompt; repeatable",
+        )
     fan_out = commands.add_parser(
         "fan-out",
         parents=[common],
@@ -135,7 +151,24 @@ class _Output:
             self.write("\n")
 
 
-async def _turn(conv: AsyncConversation, prompt: str, out: _Output) -> None:
+async def _attachments(args: argparse.Namespace) -> list[ImageBlock | DocumentBlock]:
+    """The --image and --document files as content blocks (read off the event loop)."""
+    blocks: list[ImageBlock | DocumentBlock] = []
+    try:
+        for path in args.image:
+            blocks.append(await ImageBlock.from_path(path))
+        for path in args.document:
+            blocks.append(await DocumentBlock.from_path(path))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot attach: {exc}", EXIT_USAGE) from None
+    return blocks
+
+
+def _with(prompt: str, blocks: list[ImageBlock | DocumentBlock]) -> Prompt:
+    return [TextBlock(text=prompt), *blocks] if blocks else prompt
+
+
+async def _turn(conv: AsyncConversation, prompt: Prompt, out: _Output) -> None:
     """Stream one turn to stdout; retries are reported on stderr."""
     try:
         stream = conv.stream(prompt)
@@ -206,7 +239,9 @@ class _CtrlC:
         return work.result()
 
 
-async def _chat_interactive(conv: AsyncConversation, args: argparse.Namespace) -> int:
+async def _chat_interactive(
+    conv: AsyncConversation, args: argparse.Namespace, attached: list[ImageBlock | DocumentBlock]
+) -> int:
     where = " on the bundled emulator" if args.emulator else ""
     say(f"chatting with {conv.model_id}{where}; Ctrl-C stops a reply, Ctrl-D or Ctrl-C quits")
     out, failed = _Output(), 0
@@ -227,8 +262,9 @@ async def _chat_interactive(conv: AsyncConversation, args: argparse.Namespace) -
                 return EXIT_FAILED if failed else 0
             if not line.strip():
                 continue
+            prompt, attached = _with(line.strip(), attached), []  # files go with the first
             try:
-                await ctrl_c.run(asyncio.ensure_future(_turn(conv, line.strip(), out)))
+                await ctrl_c.run(asyncio.ensure_future(_turn(conv, prompt, out)))
             except Interrupted:
                 say("reply cancelled; the conversation is unchanged")
             except (ChatError, CliError) as exc:
@@ -240,18 +276,20 @@ async def _chat_interactive(conv: AsyncConversation, args: argparse.Namespace) -
 
 async def _chat(args: argparse.Namespace) -> int:
     out = _Output()
+    attached = await _attachments(args)
     async with open_conversation(args) as conv:
         if args.prompt is not None:
-            await _turn(conv, args.prompt, out)
+            await _turn(conv, _with(args.prompt, attached), out)
             return 0
         if sys.stdin.isatty():
-            return await _chat_interactive(conv, args)
+            return await _chat_interactive(conv, args, attached)
         failed = 0
         while (line := await _read_line()) is not None:
             if not line.strip():
                 continue
+            prompt, attached = _with(line.strip(), attached), []  # files go with the first
             try:
-                await _turn(conv, line.strip(), out)
+                await _turn(conv, prompt, out)
             except Interrupted:
                 raise
             except (ChatError, CliError) as exc:

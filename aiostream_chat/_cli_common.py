@@ -14,6 +14,7 @@ import aioboto3
 from ._conversation import AsyncConversation
 from ._errors import ChatError
 from ._models import InferenceConfig
+from ._options import RequestOptions, Thinking, check_options
 
 __all__ = [
     "EMULATOR_MODEL",
@@ -99,10 +100,33 @@ def check_region(args: argparse.Namespace) -> None:
         raise CliError("no AWS region: pass --region (or set AWS_REGION)", EXIT_USAGE)
 
 
+def _options(args: argparse.Namespace, model_id: str) -> RequestOptions | None:
+    """``--thinking BUDGET`` as RequestOptions, checked for this model before any I/O."""
+    if getattr(args, "thinking", None) is None:
+        return None
+    options = RequestOptions(thinking=Thinking(budget_tokens=args.thinking))
+    try:
+        check_options(
+            options,
+            model_id=model_id,
+            tool_names=[],
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+        )
+    except ValueError as exc:
+        raise CliError(f"--thinking: {exc}", EXIT_USAGE) from None
+    return options
+
+
 @asynccontextmanager
 async def open_conversation(args: argparse.Namespace) -> AsyncIterator[AsyncConversation]:
     """The conversation the options describe; with ``--emulator`` the emulator runs in-process."""
-    settings: dict[str, Any] = {"system": args.system, "inference": _inference(args)}
+    model_id = args.model or EMULATOR_MODEL
+    settings: dict[str, Any] = {
+        "system": args.system,
+        "inference": _inference(args),
+        "options": _options(args, model_id),
+    }
     if not args.emulator:
         async with AsyncConversation(
             args.model, region_name=args.region or None, endpoint_url=args.endpoint_url, **settings

@@ -9,6 +9,7 @@ import aioboto3
 
 from ._client import ClientManager
 from ._config import Timeouts, check_turn_timeouts
+from ._count_tokens import count_tokens
 from ._errors import ConversationBusyError
 from ._fanout import FanOutStream, fan_out, fan_out_stream
 from ._models import (
@@ -18,6 +19,7 @@ from ._models import (
     ToolSpec,
     Usage,
 )
+from ._options import RequestOptions, check_options
 from ._output import OutputSpec
 from ._request import Request, build_request
 from ._retry import RetryPolicy
@@ -54,6 +56,7 @@ class _ConversationTurn:
     __slots__ = (
         "_conv",
         "_inference",
+        "_options",
         "_output",
         "_stream",
         "_tools",
@@ -68,11 +71,13 @@ class _ConversationTurn:
         inference: InferenceConfig | None,
         tools: tuple[ToolSpec, ...],
         output: OutputSpec | None = None,
+        options: RequestOptions | None = None,
     ) -> None:
         self._conv = conv
         self._inference = inference
         self._tools = tools
         self._output = output
+        self._options = options
         self._stream: ChatStream | None = None
         self.model_id = conv._model_id
         self.user_message = user_message
@@ -99,6 +104,8 @@ class _ConversationTurn:
             system=conv._system,
             inference=self._inference,
             tools=self._tools,
+            options=self._options,
+            history_len=len(conv._history),
         )
         if self._output is None:
             return request
@@ -140,6 +147,7 @@ class AsyncConversation:
         max_connections: int = 100,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        options: RequestOptions | None = None,
         api_key: str | None = None,
     ) -> None:
         if not isinstance(model_id, str):
@@ -150,6 +158,7 @@ class AsyncConversation:
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_type("options", options, RequestOptions)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
         check_type("api_key", api_key, str)
@@ -165,6 +174,9 @@ class AsyncConversation:
         self._history: tuple[Message, ...] = messages
         self._inference = inference
         self._tools = as_tools(tools)
+        self._options = options
+        if options is not None:
+            self._check_options(options, inference, self._tools)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
         self._active: ChatStream | None = None
@@ -221,6 +233,7 @@ class AsyncConversation:
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         output: Any = None,
         output_retries: int = 1,
+        options: RequestOptions | None = None,
     ) -> ChatStream:
         """A stream for one turn; no I/O happens until it is iterated or entered.
 
@@ -234,9 +247,14 @@ class AsyncConversation:
         check_type("inference", inference, InferenceConfig)
         check_type("retry", retry, RetryPolicy)
         check_type("timeouts", timeouts, Timeouts)
+        check_type("options", options, RequestOptions)
         check_turn_timeouts(self._timeouts, timeouts)
         check_limits(tool_timeout, max_tool_rounds)
         turn_tools = self._tools if tools is None else as_tools(tools)
+        turn_inference = inference or self._inference
+        turn_options = options or self._options
+        if turn_options is not None:
+            self._check_options(turn_options, turn_inference, turn_tools)
         spec = None
         if output is not None:
             spec = OutputSpec(output, model_id=self._model_id, retries=output_retries)
@@ -247,7 +265,9 @@ class AsyncConversation:
             tool_timeout=tool_timeout,
             max_tool_rounds=max_tool_rounds,
         )
-        turn = _ConversationTurn(self, message, inference or self._inference, turn_tools, spec)
+        turn = _ConversationTurn(
+            self, message, turn_inference, turn_tools, spec, options=turn_options
+        )
         stream = ChatStream(turn, retry or self._retry, timeouts or self._timeouts, loop)
         return turn.bind(stream)
 
@@ -263,6 +283,7 @@ class AsyncConversation:
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         output: Any = None,
         output_retries: int = 1,
+        options: RequestOptions | None = None,
     ) -> Reply:
         """Run a whole turn and return its reply (``reply.output`` with ``output=``)."""
         stream = self.stream(
@@ -275,6 +296,7 @@ class AsyncConversation:
             max_tool_rounds=max_tool_rounds,
             output=output,
             output_retries=output_retries,
+            options=options,
         )
         async with stream:
             return await stream.get_reply()
@@ -316,6 +338,37 @@ class AsyncConversation:
         """
         return fan_out_stream(self, prompts, concurrency=concurrency)
 
+    def _check_options(
+        self,
+        options: RequestOptions,
+        inference: InferenceConfig | None,
+        tools: tuple[ToolSpec, ...],
+    ) -> None:
+        check_options(
+            options,
+            model_id=self._model_id,
+            tool_names=[t.name for t in tools],
+            max_tokens=inference.max_tokens if inference else None,
+            temperature=inference.temperature if inference else None,
+        )
+
+    async def count_tokens(self, prompt: Prompt | None = None) -> int:
+        """Bedrock's token count for the history (plus ``prompt``), system prompt and tools."""
+        messages = self._history if prompt is None else (*self._history, user_message(prompt))
+        request = build_request(
+            model_id=self._model_id,
+            messages=messages,
+            system=self._system,
+            inference=self._inference,
+            tools=self._tools,
+            options=self._options,
+            history_len=len(self._history),
+        )
+        limits = [t for t in (self._timeouts.first_token, self._timeouts.total) if t is not None]
+        client = await self._clients.get()
+        timeout = min(limits, default=None)
+        return await count_tokens(client, request.model_id, request.body, timeout)
+
     # -- state -----------------------------------------------------------------------------
 
     def snapshot(self) -> ConversationState:
@@ -326,6 +379,7 @@ class AsyncConversation:
             inference=self._inference,
             # A snapshot holds what Bedrock sees of a tool; functions are not data.
             tools=tuple(ToolSpec(**t.model_dump()) for t in self._tools),
+            options=self._options,
             history=self._history,
         )
 
@@ -340,6 +394,7 @@ class AsyncConversation:
             history=state.history,
             inference=state.inference,
             tools=state.tools,
+            options=state.options,
             **client_kwargs,
         )
 

@@ -143,11 +143,17 @@ class MessageStop(Frozen):
 
 
 class Metadata(Frozen):
-    """Usage and latency, sent after ``MessageStop``."""
+    """Usage, latency, tier and the rest of Bedrock's ``metadata`` event, after ``MessageStop``."""
 
     usage: Usage = Usage()
     server_latency_ms: int | None = None
     trace: dict[str, Any] | None = None
+    service_tier: str | None = None
+    """The tier that served the request (``serviceTier.type``), when Bedrock says."""
+    latency: str | None = None
+    """The latency profile that served it (``performanceConfig.latency``), when Bedrock says."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Everything else Bedrock sent in ``metadata``, by its wire name (e.g. ``cacheDetails``)."""
     type: Literal["metadata"] = "metadata"
 
 

@@ -2,82 +2,65 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
+
+from ._blocks import (
+    CachePoint,
+    DocumentBlock,
+    Frozen,
+    GuardContent,
+    ImageBlock,
+    JsonDict,
+    S3Location,
+    VideoBlock,
+    media_from_bedrock,
+    untag_bytes,
+)
 
 __all__ = [
+    "BLOCK_TYPES",
+    "CachePoint",
     "ContentBlock",
+    "DocumentBlock",
+    "Frozen",
+    "GuardContent",
+    "ImageBlock",
     "InferenceConfig",
     "Message",
     "Metrics",
     "RawBlock",
     "ReasoningBlock",
     "Reply",
+    "S3Location",
     "TextBlock",
     "ToolResultBlock",
     "ToolSpec",
     "ToolUseBlock",
     "Usage",
+    "VideoBlock",
 ]
-
-
-class Frozen(BaseModel):
-    """Base of every value: immutable, bytes as base64 in JSON, positional fields allowed."""
-
-    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
-
-    def __init__(self, *args: Any, **data: Any) -> None:
-        if args:
-            names = [n for n in type(self).model_fields if n != "type"]
-            if len(args) > len(names):
-                raise TypeError(
-                    f"{type(self).__name__} takes at most {len(names)} positional fields"
-                )
-            for name, value in zip(names, args, strict=False):
-                if name in data:
-                    raise TypeError(f"{type(self).__name__} got two values for {name!r}")
-                data[name] = value
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise plain_error(type(self).__name__, exc) from None
-
-
-# Pydantic error types that mean "a value of the right type, out of range".
-_RANGE_ERRORS = ("greater_than", "less_than", "too_short", "too_long", "literal_error")
-_SHOULD = re.compile(r"^\w+ should")  # "Input should be ..." -> "must be ..."
-
-
-def plain_error(model: str, exc: ValidationError) -> ValueError | TypeError:
-    """One plain sentence for the first problem pydantic found (no error URL)."""
-    error = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in error["loc"])
-    where = f"{model}.{field}" if field else model
-    kind, message = error["type"], error["msg"]
-    if kind == "missing":
-        return TypeError(f"{where} is required")
-    if kind == "value_error":
-        return ValueError(f"{where}: {message.removeprefix('Value error, ')}")
-    given = repr(error["input"])
-    given = given if len(given) <= 40 else given[:37] + "..."
-    sentence = f"{where} {_SHOULD.sub('must', message)}, not {given}"
-    if any(part in kind for part in _RANGE_ERRORS):
-        return ValueError(sentence)
-    return TypeError(sentence)
 
 
 class TextBlock(Frozen):
     """Plain text."""
 
     text: str
-    citations: tuple[dict[str, Any], ...] = ()
+    citations: tuple[JsonDict, ...] = ()
     """Citations the model attached to this text, as Bedrock sent them."""
     type: Literal["text"] = "text"
 
     def to_bedrock(self) -> dict[str, Any]:
+        if self.citations:
+            # Bedrock takes cited text back only as a citationsContent block.
+            return {
+                "citationsContent": {
+                    "content": [{"text": self.text}],
+                    "citations": [dict(c) for c in self.citations],
+                }
+            }
         return {"text": self.text}
 
 
@@ -93,26 +76,53 @@ class ToolUseBlock(Frozen):
         return {"toolUse": {"toolUseId": self.tool_use_id, "name": self.name, "input": self.input}}
 
 
+_TypedEntry = Annotated[
+    TextBlock | ImageBlock | DocumentBlock | VideoBlock, Field(discriminator="type")
+]
+# Typed blocks first: a dict without a block's ``type`` tag is a Bedrock entry, kept verbatim.
+ToolResultContent = Annotated[_TypedEntry | JsonDict, Field(union_mode="left_to_right")]
+_ENTRY_KINDS = frozenset({"text", "json", "image", "document", "video", "searchResult"})
+
+
+def _tool_result_entry(value: Any) -> Any:
+    """Normalise one tool-result entry: str -> text entry, known media -> typed block,
+    a Bedrock entry dict kept as it is, any other dict -> a ``json`` entry."""
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, dict):
+        if "type" in value and value.get("type") in ("text", "image", "document", "video"):
+            return value  # a typed block as pydantic dumped it
+        value = untag_bytes(value)
+        if len(value) == 1 and next(iter(value)) in _ENTRY_KINDS:
+            ((kind, body),) = value.items()
+            typed = media_from_bedrock(kind, body)
+            return typed if typed is not None else value
+        return {"json": value}
+    return value
+
+
 class ToolResultBlock(Frozen):
     """The result of a tool call, sent back to the model in a user message."""
 
     tool_use_id: str
-    content: tuple[dict[str, Any], ...]
-    """Bedrock tool-result content entries; a plain str becomes ``{"text": ...}``."""
+    content: tuple[ToolResultContent, ...]
+    """Entries: a str (sent as text), TextBlock, ImageBlock, DocumentBlock, VideoBlock, a JSON
+    object (sent as a ``json`` entry), or a Bedrock entry dict such as ``{"text": ...}``."""
     status: Literal["success", "error"] | None = None
     type: Literal["tool_result"] = "tool_result"
 
     @field_validator("content", mode="before")
     @classmethod
     def _wrap_content(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return ({"text": value},)
+        if isinstance(value, str | dict | Frozen):
+            value = (value,)
         if isinstance(value, Sequence) and not isinstance(value, bytes):
-            return tuple({"text": v} if isinstance(v, str) else v for v in value)
+            return tuple(_tool_result_entry(v) for v in value)
         return value
 
     def to_bedrock(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"toolUseId": self.tool_use_id, "content": list(self.content)}
+        entries = [dict(c) if isinstance(c, dict) else c.to_bedrock() for c in self.content]
+        body: dict[str, Any] = {"toolUseId": self.tool_use_id, "content": entries}
         if self.status is not None:
             body["status"] = self.status
         return {"toolResult": body}
@@ -138,7 +148,7 @@ class ReasoningBlock(Frozen):
 class RawBlock(Frozen):
     """Any other Converse content block (image, document, server tool result...), verbatim."""
 
-    data: dict[str, Any]
+    data: JsonDict
     type: Literal["raw"] = "raw"
 
     def to_bedrock(self) -> dict[str, Any]:
@@ -146,9 +156,33 @@ class RawBlock(Frozen):
 
 
 ContentBlock = Annotated[
-    TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock,
+    TextBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ReasoningBlock
+    | ImageBlock
+    | DocumentBlock
+    | VideoBlock
+    | CachePoint
+    | GuardContent
+    | RawBlock,
     Field(discriminator="type"),
 ]
+
+
+BLOCK_TYPES = (
+    TextBlock,
+    ToolUseBlock,
+    ToolResultBlock,
+    ReasoningBlock,
+    ImageBlock,
+    DocumentBlock,
+    VideoBlock,
+    CachePoint,
+    GuardContent,
+    RawBlock,
+)
+"""Every content block class (for isinstance checks)."""
 
 
 def block_from_bedrock(data: dict[str, Any]) -> ContentBlock:
@@ -172,7 +206,24 @@ def block_from_bedrock(data: dict[str, Any]) -> ContentBlock:
                 return ReasoningBlock(redacted=body["redactedContent"])
             text = body.get("reasoningText", {})
             return ReasoningBlock(text=text.get("text", ""), signature=text.get("signature"))
+        if kind == "citationsContent":
+            cited = _cited_text(body)
+            if cited is not None:
+                return cited
+        typed = media_from_bedrock(kind, body)
+        if typed is not None:
+            return typed  # type: ignore[return-value]  # always one of the ContentBlock kinds
     return RawBlock(data=data)
+
+
+def _cited_text(body: Any) -> TextBlock | None:
+    """A citationsContent block whose content is text only, as a TextBlock with citations."""
+    if not isinstance(body, dict) or body.keys() != {"content", "citations"}:
+        return None
+    parts = body["content"]
+    if not all(isinstance(p, dict) and p.keys() == {"text"} for p in parts):
+        return None
+    return TextBlock(text="".join(p["text"] for p in parts), citations=tuple(body["citations"]))
 
 
 class Message(Frozen):
@@ -249,6 +300,12 @@ class Reply(Frozen):
     """Every message the turn added to the history, the prompt first (tool rounds included)."""
     output: Any = None
     """The structured answer, parsed and validated, when the turn asked for ``output=``."""
+    service_tier: str | None = None
+    """The service tier Bedrock reported in ``metadata`` (see ``Metadata.service_tier``)."""
+    latency: str | None = None
+    """The latency profile Bedrock reported in ``metadata`` (see ``Metadata.latency``)."""
+    metadata_extra: dict[str, Any] = Field(default_factory=dict)
+    """The rest of Bedrock's ``metadata`` (see ``Metadata.extra``), e.g. ``cacheDetails``."""
 
 
 class InferenceConfig(Frozen):

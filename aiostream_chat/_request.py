@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._models import InferenceConfig, Message, ToolSpec
+from ._options import RequestOptions, apply_options
 
 __all__ = ["Request", "build_request", "encode_json"]
 
@@ -53,8 +54,14 @@ def build_request(
     system: str | None = None,
     inference: InferenceConfig | None = None,
     tools: Sequence[ToolSpec] = (),
+    options: RequestOptions | None = None,
+    history_len: int = 0,
 ) -> Request:
-    """The request for ``messages`` (history, then the new user message) with these settings."""
+    """The request for ``messages`` (history, then the new user message) with these settings.
+
+    ``history_len`` counts the messages before this turn's prompt (where ``Cache(history=True)``
+    puts its cache point); ``options`` are added last (see ``_options.apply_options``).
+    """
     body: dict[str, Any] = {"messages": [m.to_bedrock() for m in messages]}
     if system:
         body["system"] = [{"text": system}]
@@ -62,4 +69,6 @@ def build_request(
         body["inferenceConfig"] = config
     if tools:
         body["toolConfig"] = {"tools": [t.to_bedrock() for t in tools]}
+    if options is not None:
+        body = apply_options(body, options, model_id=model_id, history_len=history_len)
     return Request(model_id=model_id, body=body)

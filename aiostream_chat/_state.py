@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._models import Frozen, InferenceConfig, Message, ToolSpec
+from ._options import RequestOptions
 
 __all__ = ["ConversationState"]
 
@@ -14,4 +15,5 @@ class ConversationState(Frozen):
     system: str | None = None
     inference: InferenceConfig | None = None
     tools: tuple[ToolSpec, ...] = ()
+    options: RequestOptions | None = None
     history: tuple[Message, ...] = ()

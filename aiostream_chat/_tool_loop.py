@@ -187,6 +187,8 @@ class Loop:
 
     def _final(self, last: Reply, output: Any = None) -> Reply:
         replies = self.replies
+        if len(replies) == 1:  # one round: its usage and metrics are the turn's
+            return last.model_copy(update={"messages": tuple(self.messages), "output": output})
         metrics = last.metrics.model_copy(
             update={
                 "attempts": sum(r.metrics.attempts for r in replies),

@@ -8,8 +8,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from ._models import (
+    BLOCK_TYPES,
+    ContentBlock,
     Message,
-    RawBlock,
     ReasoningBlock,
     TextBlock,
     ToolResultBlock,
@@ -28,11 +29,9 @@ __all__ = [
     "user_message",
 ]
 
-_BLOCK_TYPES = (TextBlock, ToolUseBlock, ToolResultBlock, ReasoningBlock, RawBlock)
+_BLOCK_TYPES = BLOCK_TYPES
 _JSON_LEAVES = (str, int, float, bool, bytes, bytearray, type(None))
-Prompt = (
-    str | Message | Sequence[TextBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | RawBlock]
-)
+Prompt = str | Message | Sequence[ContentBlock]
 
 
 def _kind(value: Any) -> str:

@@ -188,7 +188,7 @@ def test_message_bedrock_round_trip() -> None:
             ReasoningBlock(redacted=b"\x01"),
             TextBlock("t"),
             ToolUseBlock(tool_use_id="i", name="n", input={"a": [1]}),
-            RawBlock(data={"image": {"format": "png", "source": {"bytes": "AA=="}}}),
+            RawBlock(data={"searchResult": {"source": "s", "content": [{"text": "AA=="}]}}),
         ),
     )
     assert Message.from_bedrock(message.to_bedrock()) == message

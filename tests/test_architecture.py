@@ -8,7 +8,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "aiostream_chat"
 # The pure layers: unit-tested with plain lists, so they must not pull in I/O libraries.
-PURE = ("_codec", "_events", "_models", "_accumulator", "_outcome", "_request", "_errors")
+PURE = (
+    *("_codec", "_events", "_models", "_accumulator", "_outcome", "_request", "_errors"),
+    *("_blocks", "_options"),
+)
 NETWORK = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "httpx")
 
 

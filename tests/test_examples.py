@@ -390,3 +390,25 @@ def test_fan_out_bar_is_drawn_on_a_terminal_only() -> None:
     assert "] 8/8 done, 0 failed" in terminal
     assert_clean(terminal)
     assert "8 answered, 0 failed" in out
+
+
+def test_multimodal_and_caching_shows_reasoning_and_cache_figures() -> None:
+    """multimodal_and_caching.py: the token count, both turns' reasoning and answers, the
+    cache written then read, and the cachePoint and thinking fields that were sent."""
+    out = run_example("multimodal_and_caching.py").stdout
+    assert "Input tokens before sending: " in out
+    assert "[turn 1] reasoning: The image is tiny" in out
+    assert "[turn 1] cache: 1200 tokens written, 0 read" in out
+    assert "[turn 2] cache: 0 tokens written, 1200 read" in out
+    assert "Sent system blocks: ['text', 'cachePoint']" in out
+    assert "'thinking': {'type': 'enabled', 'budget_tokens': 1024}" in out
+
+
+def test_multimodal_and_caching_reads_an_image_file(tmp_path: Path) -> None:
+    """multimodal_and_caching.py --image PATH sends that file (read with from_path)."""
+    from tests.test_blocks import PNG
+
+    image = tmp_path / "picture.png"
+    image.write_bytes(PNG)
+    out = run_example("multimodal_and_caching.py", "--image", str(image)).stdout
+    assert "[turn 2] answer: Red and blue" in out

@@ -33,11 +33,12 @@ from aiostream_chat import (
     Usage,
     _observe,
     instrument,
+    tool,
     uninstrument,
 )
 from aiostream_chat._observe import TurnInfo, TurnObserver
 from aiostream_chat._request import Request
-from aiostream_chat.testing import FakeBedrock, Fault, ToolUse, reply
+from aiostream_chat.testing import FakeBedrock, Fault, ToolUse, agent, reply
 
 from .conftest import MODEL as MODEL_ID
 from .conftest import MakeConv
@@ -657,6 +658,51 @@ async def test_a_cancelled_turn_through_the_emulator(
     (duration,) = otel.points("gen_ai.client.operation.duration")
     assert (duration.attributes or {})["error.type"] == "cancelled"
     assert otel.points("gen_ai.client.token.usage") == []
+
+
+async def test_a_tool_loop_is_sibling_chat_spans_under_one_turn(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """A turn with two tool rounds and an answer is one turn span over three sibling chat
+    spans (rounds 0, 1, 2), each with its own stop reason and request id; a retry in round 1
+    is an event on that round's span only; the turn span carries the summed usage; with
+    content capture the round after a tool call sends its result as a tool message."""
+    otel = instrumented(capture_content=True)
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    fake_bedrock.responder = agent(
+        [ToolUse("weather", {"city": "Paris"})],
+        [ToolUse("weather", {"city": "Oslo"})],
+        faults={1: [Fault.http(429)]},
+    )
+    result = await make_conv(tools=[weather]).send("Paris or Oslo?")
+
+    (turn,) = _by_name(otel)["invoke_agent"]
+    chats = sorted(_by_name(otel)[f"chat {MODEL_ID}"], key=lambda s: s.start_time or 0)
+    assert len(chats) == 3
+    for chat in chats:
+        assert chat.parent is not None and chat.parent.span_id == turn.context.span_id
+    attrs = [c.attributes or {} for c in chats]
+    assert [a.get("aiostream_chat.round") for a in attrs] == [None, 1, 2]
+    assert [a["gen_ai.response.finish_reasons"] for a in attrs] == [
+        ("tool_use",),
+        ("tool_use",),
+        ("end_turn",),
+    ]
+    assert len({a["gen_ai.response.id"] for a in attrs}) == 3
+    assert attrs[2]["gen_ai.response.id"] == result.request_id
+    assert [len(c.events) for c in chats] == [0, 1, 0]
+    assert (turn.attributes or {})["gen_ai.usage.input_tokens"] == result.usage.input_tokens
+    per_round = [a["gen_ai.usage.input_tokens"] for a in attrs]
+    assert result.usage.input_tokens == sum(n for n in per_round if isinstance(n, int))
+    sent = json.loads(str(attrs[1]["gen_ai.input.messages"]))
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[2]["parts"][0]["type"] == "tool_call_response"
+    assert [p.count for p in otel.points("gen_ai.client.operation.duration")] == [3]
 
 
 async def test_the_callers_span_is_the_parent(

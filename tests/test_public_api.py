@@ -74,6 +74,19 @@ API_NAMES = {
     "instrument",
     "uninstrument",
 }
+# Section 7 (issue 11): the whole Converse request.
+API_NAMES |= {
+    "RequestOptions",
+    "Thinking",
+    "Cache",
+    "Guardrail",
+    "ImageBlock",
+    "DocumentBlock",
+    "VideoBlock",
+    "S3Location",
+    "CachePoint",
+    "GuardContent",
+}
 
 
 def test_all_is_sorted_and_exactly_the_api() -> None:

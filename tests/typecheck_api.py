@@ -90,3 +90,52 @@ async def usage(session: aioboto3.Session) -> None:
             rid: str | None = exc.request_id
         del model, system, history, busy, text, status, error, partial, seconds, tokens
         del fork, results, pair, failure, attempts, code, rid
+
+
+async def whole_request_usage(session: aioboto3.Session) -> None:
+    """API.md section 7: options, media blocks, count_tokens, richer metadata."""
+    from aiostream_chat import (
+        Cache,
+        CachePoint,
+        DocumentBlock,
+        GuardContent,
+        Guardrail,
+        ImageBlock,
+        Metadata,
+        RequestOptions,
+        S3Location,
+        Thinking,
+        VideoBlock,
+    )
+
+    options = RequestOptions(
+        thinking=Thinking(budget_tokens=2048, effort=None),
+        tool_choice="auto",
+        cache=Cache(system=True, tools=False, history=True, ttl="1h"),
+        guardrail=Guardrail(id="gr1", version="1", trace="enabled", stream_mode="async"),
+        latency="optimized",
+        service_tier="priority",
+        request_metadata={"a": "b"},
+        prompt_variables={"v": "x"},
+        additional_request_fields={"top_k": 5},
+        additional_response_field_paths=("/stop_sequence",),
+        extra_body={"newField": 1},
+    )
+    async with AsyncConversation("m", session=session, options=options) as conv:
+        image: ImageBlock = await ImageBlock.from_path("cat.png")
+        doc = DocumentBlock(format="pdf", name="Doc", source=b"%PDF", citations=True)
+        video = VideoBlock(format="mp4", source=S3Location(uri="s3://bkt/v.mp4", bucket_owner=None))
+        count: int = await conv.count_tokens([TextBlock(text="hi"), image, doc, video])
+        reply: Reply = await conv.send(
+            [TextBlock(text="hi"), CachePoint(ttl="5m"), GuardContent(text="g", qualifiers=())],
+            options=RequestOptions(service_tier="flex"),
+        )
+        tier: str | None = reply.service_tier
+        _ = (count, tier, await conv.count_tokens())
+        async with conv.stream("x", options=None) as stream:
+            async for event in stream.events():
+                if isinstance(event, Metadata):
+                    extra: dict[str, object] = event.extra
+                    _ = (event.service_tier, event.latency, extra)
+        state: ConversationState = conv.snapshot()
+        _ = state.options

@@ -267,6 +267,7 @@ def reply(
     usage: dict[str, Any] | None = None,
     latency_ms: int = 42,
     trace: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
     fault: Fault | None = None,
     empty_deltas: bool = False,
 ) -> Script:
@@ -312,10 +313,11 @@ def reply(
         output = len(text) + len(reasoning or "") + sum(len(json.dumps(t.input)) for t in tool_uses)
         usage = {"inputTokens": 20, "outputTokens": max(1, output // 4)}
         usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
-    metadata: dict[str, Any] = {"usage": usage, "metrics": {"latencyMs": latency_ms}}
+    event: dict[str, Any] = {"usage": usage, "metrics": {"latencyMs": latency_ms}}
     if trace is not None:
-        metadata["trace"] = trace
-    events.append(("metadata", metadata))
+        event["trace"] = trace
+    event.update(metadata or {})  # e.g. serviceTier, performanceConfig, by their wire names
+    events.append(("metadata", event))
     return Script(tuple(events), fault=fault, delay=delay, header_delay=header_delay)
 
 

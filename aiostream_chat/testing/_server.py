@@ -23,11 +23,12 @@ from aiohttp import web
 
 from ._agent_script import schema_answer
 from ._script import EVENT_STREAM, Chunk, Script, default_reply, play, status_of
+from ._validate_request import check_request
 from ._wire import converse_output, decode_events, error_type
 
 __all__ = ["Disconnect", "FakeBedrock", "ReceivedRequest", "is_loopback"]
 
-Operation = Literal["converse-stream", "converse"]
+Operation = Literal["converse-stream", "converse", "count-tokens"]
 
 # How long a connection stays up after a reset or corrupt frame, so the client reads what
 # came before it first.
@@ -104,6 +105,8 @@ def _route(method: str, raw_path: str) -> tuple[Operation, str] | None:
         return "converse-stream", unquote(parts[2])
     if parts[3] == "converse":
         return "converse", unquote(parts[2])
+    if parts[3] == "count-tokens":
+        return "count-tokens", unquote(parts[2])
     return None
 
 
@@ -307,6 +310,8 @@ class FakeBedrock:
             time=time.monotonic(),
         )
         self.requests.append(received)
+        if (answer := check_request(received)) is not None:  # 400 for a bad body; CountTokens
+            return answer
         call = _Call(received)
         task = asyncio.current_task()
         assert task is not None
