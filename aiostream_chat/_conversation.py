@@ -177,6 +177,7 @@ class AsyncConversation:
         timeouts: Timeouts | None = None,
         options: RequestOptions | None = None,
         limiter: Limiter | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not isinstance(model_id, str):
             raise TypeError(f"model_id must be a str, not {type(model_id).__name__}")
@@ -190,6 +191,7 @@ class AsyncConversation:
         check_type("limiter", limiter, Limiter)
         check_type("region_name", region_name, str)
         check_type("endpoint_url", endpoint_url, str)
+        check_type("api_key", api_key, str)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
         if max_connections < 1:
@@ -221,6 +223,7 @@ class AsyncConversation:
             endpoint_url=endpoint_url,
             max_connections=max_connections,
             connect_timeout=self._timeouts.connect,
+            api_key=api_key,
         )
 
     # -- properties ------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""The adapter to aiobotocore: open a ConverseStream and take over its raw HTTP body.
+"""Open a ConverseStream and hand over its raw HTTP body: the fast path, or botocore's.
 
-botocore signs the request, resolves the endpoint and parses HTTP errors raised before the
-stream; from the 200 response on, we read the body ourselves. This is the only module that
-touches aiobotocore internals (``AioEventStream._raw_stream``); ``check_aiobotocore_shape()``
-fails loudly if they change.
+The fast path (``_fastpath``) sends the request itself on the client's own aiohttp pool. The
+botocore path lets ``client.converse_stream()`` sign, resolve the endpoint and parse HTTP errors
+raised before the stream; from the 200 response on, we read the body ourselves. It touches
+aiobotocore internals (``AioEventStream._raw_stream``); ``check_aiobotocore_shape()`` fails
+loudly if they change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiobotocore.eventstream import AioEventStream
+
+from ._fastpath import AiohttpBody, open_fast, route
 
 if TYPE_CHECKING:
     from ._request import Request
@@ -37,22 +40,6 @@ class RawBody(Protocol):
     def close(self) -> None:
         """Drop the connection now (it is never returned to the pool half-read)."""
         ...
-
-
-class AiohttpBody:
-    """Reads an aiohttp ``ClientResponse`` (aiobotocore's default backend)."""
-
-    __slots__ = ("_response", "request_id")
-
-    def __init__(self, response: aiohttp.ClientResponse, request_id: str | None) -> None:
-        self._response = response
-        self.request_id = request_id
-
-    async def read(self) -> bytes:
-        return await self._response.content.readany()
-
-    def close(self) -> None:
-        self._response.close()
 
 
 class HttpxBody:
@@ -132,6 +119,9 @@ def _install_hooks(client: Any) -> None:
 
 async def open_stream(client: Any, request: Request) -> RawBody:
     """Send ``request``; return the body once Bedrock answered 200 (errors raise botocore's)."""
+    fast = await route(client)
+    if fast is not None:
+        return await open_fast(fast, client, request.model_id, request.json())
     _install_hooks(client)
     params = {"modelId": request.model_id, "messages": _STAND_IN, _BODY_KEY: request.json()}
     response = await client.converse_stream(**params)

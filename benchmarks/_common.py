@@ -52,9 +52,14 @@ class Server(str):
 
 
 @contextlib.contextmanager
-def server() -> Iterator[Server]:
-    """Start FakeBedrock in a separate process (on uvloop when installed); yield its URL."""
+def server(tls: str | None = None) -> Iterator[Server]:
+    """Start FakeBedrock in a separate process (on uvloop when installed); yield its URL.
+
+    With ``tls`` (a directory) it serves HTTPS and writes its CA to ``tls/ca.pem``.
+    """
     cmd = [sys.executable, str(HERE / "_fake_server.py"), "--port", "0"]
+    if tls:
+        cmd += ["--tls", tls]
     if HAVE_UVLOOP and os.environ.get("BENCH_SERVER_UVLOOP", "1") == "1":
         cmd.append("--uvloop")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

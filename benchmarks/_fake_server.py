@@ -6,7 +6,8 @@ prompt gets the emulator's default reply. The first line printed is the emulator
 the URL of a small control app whose ``GET /disconnects`` lists every recorded disconnect with
 its prompt and ``time.monotonic()`` (one clock for all processes on Linux), and
 ``GET /requests`` every request received, with its prompt and time.
-Run with: python benchmarks/_fake_server.py
+``--tls DIR`` serves HTTPS with a fresh self-signed certificate whose CA it writes to DIR/ca.pem.
+Run with: python benchmarks/_fake_server.py [--tls DIR]
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import asyncio
 import contextlib
 import functools
 import signal
+import ssl
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
@@ -39,12 +42,24 @@ def _responder(request: ReceivedRequest) -> Script:
     return _script(int(options.get("n", "5")), float(options.get("delay", "0")))
 
 
-async def _serve(port: int, use_uvloop: bool) -> None:
+def _tls_context(directory: str) -> ssl.SSLContext:
+    """A server context for 127.0.0.1 from a fresh self-signed CA, written to DIR/ca.pem."""
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(Path(directory) / "ca.pem"))
+    return context
+
+
+async def _serve(port: int, use_uvloop: bool, tls: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with FakeBedrock(port=port) as fake:
+    context = _tls_context(tls) if tls else None
+    async with FakeBedrock(port=port, ssl_context=context) as fake:
         fake.responder = _responder
 
         async def disconnects(_request: web.Request) -> web.Response:
@@ -85,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--uvloop", action="store_true", help="serve on uvloop (if installed)")
+    parser.add_argument("--tls", metavar="DIR", help="serve HTTPS; the CA goes to DIR/ca.pem")
     args = parser.parse_args()
     runner = asyncio.run
     if args.uvloop:
@@ -92,7 +108,7 @@ def main() -> None:
 
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(args.port, args.uvloop))
+        runner(_serve(args.port, args.uvloop, args.tls))
     sys.exit(0)
 
 

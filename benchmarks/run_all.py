@@ -1,6 +1,6 @@
 """Run every benchmark in turn (each starts its own emulator process) and print their results.
 
-Run with: python benchmarks/run_all.py [--uvloop]   (about two minutes on 2 cores)
+Run with: python benchmarks/run_all.py [--uvloop]   (about four minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ SCRIPTS = [
     "floor.py",
     "peak_rss.py",
     "break_latency.py",
+    "conversation_memory.py",
+    "ttft.py",
+    "pool_width.py",
 ]
 
 

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import random
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -54,6 +55,14 @@ class ReceivedRequest:
                 blocks = message.get("content", [])
                 return "\n".join(b["text"] for b in blocks if isinstance(b, dict) and "text" in b)
         return ""
+
+    @property
+    def auth(self) -> Literal["sigv4", "bearer", "none"]:
+        """How the request authenticated: SigV4, a bearer token (Bedrock API key) or not at all."""
+        value = next((v for k, v in self.headers.items() if k.lower() == "authorization"), "")
+        if value.startswith("Bearer "):
+            return "bearer"
+        return "sigv4" if value.startswith("AWS4-HMAC-SHA256 ") else "none"
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ class FakeBedrock:
         port: int = 0,
         delay: float = 0.0,
         max_concurrent_streams: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"FakeBedrock only listens on loopback addresses, not {host!r}")
@@ -133,6 +143,7 @@ class FakeBedrock:
         self.host = "127.0.0.1" if host == "localhost" else host
         self.delay = delay
         self.max_concurrent_streams = max_concurrent_streams
+        self.ssl_context = ssl_context  # serve HTTPS; clients pass its CA as verify=
         self.responder: Callable[[ReceivedRequest], Script] = self._default_reply
         self.requests: list[ReceivedRequest] = []
         self.disconnects: list[Disconnect] = []
@@ -157,7 +168,8 @@ class FakeBedrock:
     def endpoint_url(self) -> str:
         """The URL to pass as endpoint_url, e.g. http://127.0.0.1:54321."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def open_streams(self) -> int:
@@ -172,7 +184,10 @@ class FakeBedrock:
         runner = web.ServerRunner(server, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._requested_port).start()
+            site = web.TCPSite(
+                runner, self.host, self._requested_port, ssl_context=self.ssl_context
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
