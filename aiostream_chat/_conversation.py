@@ -173,7 +173,13 @@ class AsyncConversation:
             self._check_options(turn_options, turn_inference, turn_tools)
         spec = None
         if output is not None:
-            spec = OutputSpec(output, model_id=self._model_id, retries=output_retries)
+            thinking = turn_options is not None and (
+                turn_options.thinking is not None
+                or "thinking" in turn_options.additional_request_fields
+            )
+            spec = OutputSpec(
+                output, model_id=self._model_id, retries=output_retries, thinking=thinking
+            )
         loop = Loop(
             message,
             turn_tools,

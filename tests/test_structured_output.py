@@ -260,3 +260,22 @@ async def test_the_emulator_answers_structured_requests_by_default(
     native = await make_conv(CLAUDE_45).send("anything", output=Person)
     forced = await make_conv(NOVA).send("anything", output=Person)
     assert native.output == forced.output == Person(name="example", age=1)
+
+
+async def test_thinking_on_old_claude_with_output_fails_before_io(
+    fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Claude before 4.5 with thinking on cannot take the forced output tool: ValueError at
+    stream(), nothing sent; Claude 4.5 uses native output instead and works."""
+    from aiostream_chat import InferenceConfig, RequestOptions, Thinking
+
+    options = RequestOptions(thinking=Thinking(budget_tokens=1024))
+    inference = InferenceConfig(max_tokens=4096)
+    old = make_conv(CLAUDE_4, options=options, inference=inference)
+    with pytest.raises(ValueError, match="thinking"):
+        old.stream("Ada?", output=Person)
+    assert fake_bedrock.requests == [] and not old.busy
+    new = make_conv(CLAUDE_45, options=options, inference=inference)
+    result = await new.send("Ada?", output=Person)
+    assert result.output == Person(name="example", age=1)
+    assert "outputConfig" in fake_bedrock.requests[0].body
