@@ -75,6 +75,12 @@ def _common_options() -> _Parser:
     where.add_argument("--region", help="AWS region (default: from the AWS configuration)")
     where.add_argument("--endpoint-url", metavar="URL", help="send requests to this endpoint")
     where.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="a Bedrock API key (bearer auth) instead of AWS credentials; "
+        "AWS_BEARER_TOKEN_BEDROCK in the environment works too",
+    )
+    where.add_argument(
         "--emulator",
         action="store_true",
         help="run against the bundled Bedrock emulator, in-process (no AWS account needed)",

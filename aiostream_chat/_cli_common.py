@@ -126,6 +126,7 @@ async def open_conversation(args: argparse.Namespace) -> AsyncIterator[AsyncConv
         "system": args.system,
         "inference": _inference(args),
         "options": _options(args, model_id),
+        "api_key": getattr(args, "api_key", None) or None,
     }
     if not args.emulator:
         async with AsyncConversation(

@@ -494,3 +494,15 @@ async def test_emulator_command_with_its_port_taken_is_one_line_exit_2() -> None
         f"python -m aiostream_chat.testing: error: cannot listen on 127.0.0.1:{port}: "
         "Address already in use"
     )
+
+
+async def test_chat_api_key_is_bearer_auth_and_never_printed(fake_bedrock: FakeBedrock) -> None:
+    """`--api-key KEY` authenticates with a bearer token instead of SigV4 (the emulator sees
+    it), and the key appears nowhere in what the command prints."""
+    fake_bedrock.enqueue(reply("Keyed answer."))
+    key = "ABSKsecret-cli-key-123"
+    code, out, err = await run("chat", *at(fake_bedrock), "--api-key", key, "hi")
+    assert code == 0, err
+    assert out == "Keyed answer.\n"
+    assert fake_bedrock.requests[0].auth == "bearer"
+    assert key not in out + err
