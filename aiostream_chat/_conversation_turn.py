@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConversationBusyError, StoreError
-from ._models import InferenceConfig, Message, Reply, ToolSpec, Usage
+from ._models import InferenceConfig, Message, Reply, ToolSpec
 from ._options import RequestOptions
 from ._output import OutputSpec
 from ._request import Request, build_request
@@ -21,18 +21,7 @@ if TYPE_CHECKING:
     from ._conversation import AsyncConversation
     from ._stream import ChatStream
 
-__all__ = ["ConversationTurn", "add_usage"]
-
-
-def add_usage(a: Usage, b: Usage) -> Usage:
-    """The field-by-field sum of two usages."""
-    return Usage(
-        input_tokens=a.input_tokens + b.input_tokens,
-        output_tokens=a.output_tokens + b.output_tokens,
-        total_tokens=a.total_tokens + b.total_tokens,
-        cache_read_input_tokens=a.cache_read_input_tokens + b.cache_read_input_tokens,
-        cache_write_input_tokens=a.cache_write_input_tokens + b.cache_write_input_tokens,
-    )
+__all__ = ["ConversationTurn"]
 
 
 class ConversationTurn:
@@ -121,7 +110,7 @@ class ConversationTurn:
             except StoreError as exc:
                 raise StoreError(str(exc), reply=reply, attempts=reply.metrics.attempts) from exc
         conv._history = history
-        conv._usage = add_usage(conv._usage, reply.usage)
+        conv._usage = conv._usage + reply.usage
 
     def release(self) -> None:
         conv = self._conv

@@ -272,6 +272,11 @@ class Usage(Frozen):
             cache_write_input_tokens=data.get("cacheWriteInputTokens", 0),
         )
 
+    def __add__(self, other: Usage) -> Usage:
+        """The field-by-field sum (a turn's rounds, a conversation's turns)."""
+        fields = type(self).model_fields
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in fields})
+
 
 class Metrics(Frozen):
     """Timings of a turn."""

@@ -30,11 +30,6 @@ DEFAULT_TOOL_TIMEOUT = 60.0
 DEFAULT_MAX_TOOL_ROUNDS = 8
 
 
-def _sum_usage(replies: Sequence[Reply]) -> Usage:
-    fields = Usage.model_fields
-    return Usage(**{name: sum(getattr(r.usage, name) for r in replies) for name in fields})
-
-
 def check_limits(tool_timeout: Any, max_tool_rounds: Any) -> None:
     """``tool_timeout`` is positive seconds or None; ``max_tool_rounds`` an int of at least 0."""
     if tool_timeout is not None:
@@ -198,7 +193,7 @@ class Loop:
         )
         return last.model_copy(
             update={
-                "usage": _sum_usage(replies),
+                "usage": sum((r.usage for r in replies), Usage()),
                 "metrics": metrics,
                 "messages": tuple(self.messages),
                 "output": output,
