@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aioboto3
 import pytest
 import pytest_asyncio
 
-from aiostream_chat import AsyncConversation, Message
+from aiostream_chat import (
+    AsyncConversation,
+    ConversationStore,
+    Message,
+    RedisStore,
+    SQLiteStore,
+)
 from aiostream_chat.testing import FakeBedrock, no_backoff, set_backoff
+from tests._redis import RedisServer, run_redis
 
 # Never let botocore look for credentials off this machine (instance metadata).
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -71,3 +80,34 @@ async def make_conv(
 @pytest_asyncio.fixture
 async def conv(make_conv: MakeConv) -> AsyncConversation:
     return make_conv()
+
+
+MakeStore = Callable[[], ConversationStore]
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, persistence off, for one test module."""
+    yield from run_redis()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "redis"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Builds store objects on one shared database (like separate processes would)."""
+    made: list[ConversationStore] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+
+    def make() -> ConversationStore:
+        store: ConversationStore
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / "conversations.db")
+        else:
+            store = RedisStore(url, prefix=prefix)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()

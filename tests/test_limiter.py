@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -12,14 +12,9 @@ import pytest_asyncio
 from aiostream_chat import Limiter, StoreError
 from aiostream_chat._limiter import LocalLimiter, Permit
 from aiostream_chat._redis_limiter import RedisLimiter
-from tests._redis import RedisServer, free_port, run_redis
+from tests._redis import RedisServer, free_port
 
 MakeLimiter = Callable[..., Limiter]
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    yield from run_redis()
 
 
 @pytest_asyncio.fixture(params=["local", "redis"])

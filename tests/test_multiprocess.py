@@ -36,11 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "us.amazon.nova-micro-v1:0"
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    yield from run_redis()
-
-
 class Worker:
     """One worker process, reused across tests (pipes read in threads, so any event loop can
     drive it); talk to it by lines."""

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from aiostream_chat import (
     ConversationConflictError,
@@ -19,36 +16,8 @@ from aiostream_chat import (
     StoreError,
 )
 from aiostream_chat._redis_store import guarded
-from tests._redis import RedisServer, free_port, run_redis
-
-MakeStore = Callable[[], ConversationStore]
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    yield from run_redis()
-
-
-@pytest_asyncio.fixture(params=["sqlite", "redis"])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    """Builds store objects on one shared database (like separate processes would)."""
-    made: list[ConversationStore] = []
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-
-    def make() -> ConversationStore:
-        store: ConversationStore
-        if request.param == "sqlite":
-            store = SQLiteStore(tmp_path / "conversations.db")
-        else:
-            store = RedisStore(url, prefix=prefix)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        await store.aclose()
+from tests._redis import free_port, run_redis
+from tests.conftest import MakeStore
 
 
 async def test_unknown_id_loads_as_none(make_store: MakeStore) -> None:

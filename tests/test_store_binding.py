@@ -3,50 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from aiostream_chat import (
     ConversationBusyError,
     ConversationConflictError,
-    ConversationStore,
     RedisStore,
-    SQLiteStore,
 )
 from aiostream_chat._store import Binding
-from tests._redis import RedisServer, run_redis
-
-MakeStore = Callable[[], ConversationStore]
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    yield from run_redis()
-
-
-@pytest_asyncio.fixture(params=["sqlite", "redis"])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
-    made: list[ConversationStore] = []
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server").url
-
-    def make() -> ConversationStore:
-        store: ConversationStore
-        if request.param == "sqlite":
-            store = SQLiteStore(tmp_path / "conversations.db")
-        else:
-            store = RedisStore(url, prefix=prefix)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        await store.aclose()
+from tests._redis import run_redis
+from tests.conftest import MakeStore
 
 
 async def test_second_binding_is_busy_until_the_first_releases(make_store: MakeStore) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,10 @@ from aiostream_chat import (
 )
 from aiostream_chat._limiter import LocalLimiter
 from aiostream_chat.testing import FakeBedrock, Fault, reply
-from tests._redis import RedisServer, run_redis
+from tests._redis import run_redis
 
 MODEL = "us.amazon.nova-micro-v1:0"
 Open = Callable[..., "asyncio.Future[AsyncConversation]"]
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    yield from run_redis()
 
 
 @pytest_asyncio.fixture(params=["sqlite", "redis"])
