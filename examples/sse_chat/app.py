@@ -5,6 +5,19 @@ Run with:
     python examples/sse_chat/app.py                 # bundled emulator; open http://127.0.0.1:8000
     python examples/sse_chat/app.py --model us.amazon.nova-micro-v1:0 --region us-east-1
     python examples/sse_chat/app.py --tracing       # print each turn's spans on stderr
+    python examples/sse_chat/app.py --store sqlite:chats.db   # history in a store (or redis://...)
+
+Four worker processes sharing one Redis store and one standalone emulator (the same command
+is in README.md, "Running many replicas")::
+
+    python -m aiostream_chat.testing --port 8001 &                 # the emulator, shared
+    SSE_CHAT_STORE=redis://127.0.0.1:6379/0 SSE_CHAT_EMULATOR_URL=http://127.0.0.1:8001 \
+        python -m uvicorn examples.sse_chat.app:app_factory --factory --workers 4 --port 8000
+
+``app_factory()`` reads its settings from the environment: ``SSE_CHAT_STORE`` (as
+``--store``), ``SSE_CHAT_EMULATOR_URL`` (as ``--emulator-url``), ``SSE_CHAT_MODEL`` and
+``SSE_CHAT_REGION`` (as ``--model`` and ``--region``, for real Bedrock); with none of them
+set, each worker starts an emulator of its own and keeps history in its own memory.
 
 It serves until stopped (Ctrl-C or SIGTERM); ``--port 0`` picks a free port, and the first line
 printed is the URL to open. Without ``--model`` it runs on the bundled emulator (``--emulator``).
@@ -21,7 +34,13 @@ What it shows:
   which closes the Bedrock connection at once, and the history stays as it was.
 - The finished message is stored per browser session (a cookie names the session): each
   session has its own ``AsyncConversation``, all of them sharing one Bedrock client opened in
-  the app's lifespan. ``GET /history`` returns what is stored.
+  the app's lifespan. ``GET /history`` returns what is stored, and ``"worker"``: the pid of
+  the process that answered.
+- ``--store sqlite:PATH`` or ``--store redis://...``: each request opens the session's
+  conversation with ``AsyncConversation.open(store, session_id, ...)`` instead of keeping it in
+  memory, so the history is loaded from the store, re-read when a turn starts and committed
+  atomically when it completes; any worker process (or replica) can serve any request, and a
+  turn already streaming for the session in another process gives an ``error`` event.
 - The page puts model text on screen with ``textContent`` only, never as HTML, and a
   Content-Security-Policy forbids inline scripts as a second line of defence.
 
@@ -42,6 +61,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -70,7 +90,10 @@ from aiostream_chat import (
     ChatError,
     ChatStream,
     ConversationBusyError,
+    ConversationStore,
+    RedisStore,
     Retrying,
+    SQLiteStore,
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
@@ -103,15 +126,40 @@ def demo_model(fake: Any) -> Any:
     return respond
 
 
-class Sessions:
-    """One conversation per browser session, every one on the process's shared client."""
+STORES = ("sqlite:", "redis://", "rediss://", "unix://")
 
-    def __init__(self, model_id: str, client: Any) -> None:
+
+def check_store(spec: str) -> str:
+    """``--store``: ``sqlite:PATH`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    if not spec.startswith(STORES):
+        raise ValueError(f"the store must be sqlite:PATH or redis://HOST:PORT/DB, not {spec!r}")
+    return spec
+
+
+def open_store(spec: str) -> ConversationStore:
+    if check_store(spec).startswith("sqlite:"):
+        return SQLiteStore(spec.removeprefix("sqlite:"))
+    return RedisStore(spec)
+
+
+class Sessions:
+    """One conversation per browser session, every one on the process's shared client.
+
+    Without a store they live in this process's memory; with one, each request opens the
+    session's conversation from the store (and closes it when done), so nothing is kept here.
+    """
+
+    def __init__(self, model_id: str, client: Any, store: ConversationStore | None) -> None:
         self.model_id = model_id
         self.client = client
+        self.store = store
         self.conversations: dict[str, AsyncConversation] = {}
 
-    def get(self, session_id: str) -> AsyncConversation:
+    async def get(self, session_id: str) -> AsyncConversation:
+        if self.store is not None:  # history loaded from the store now, re-read at each turn
+            return await AsyncConversation.open(
+                self.store, session_id, self.model_id, client=self.client, tools=[local_time]
+            )
         # A real service would bound this and expire idle sessions (or keep
         # conv.snapshot() in its session store and resume with from_state()).
         conv = self.conversations.get(session_id)
@@ -120,9 +168,16 @@ class Sessions:
             self.conversations[session_id] = conv
         return conv
 
+    async def done(self, conv: AsyncConversation) -> None:
+        """A request is finished with ``conv``: a store-bound one is closed (lease released)."""
+        if self.store is not None:
+            await conv.aclose()  # never the shared client
+
     async def aclose(self) -> None:
         for conv in self.conversations.values():
             await conv.aclose()  # closes a stream still open; never the shared client
+        if self.store is not None:
+            await self.store.aclose()
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -135,8 +190,18 @@ def turns(conv: AsyncConversation) -> int:
     return sum(1 for m in conv.history if m.role == "user" and m.text)
 
 
-async def relay(conv: AsyncConversation, stream: ChatStream) -> AsyncIterator[str]:
+async def relay(
+    sessions: Sessions, conv: AsyncConversation, stream: ChatStream
+) -> AsyncIterator[str]:
     """The event stream for one turn. Cancelled by Starlette when the browser goes away."""
+    try:
+        async for message in turn(conv, stream):
+            yield message
+    finally:
+        await sessions.done(conv)
+
+
+async def turn(conv: AsyncConversation, stream: ChatStream) -> AsyncIterator[str]:
     try:
         async with stream:  # closes the Bedrock response on every way out, cancellation too
             async for event in stream.events():
@@ -182,36 +247,54 @@ async def chat(request: Request) -> Response:
     sid = session_id(request)
     if sid is None:
         return JSONResponse({"error": "no session: load the page first"}, status_code=400)
+    sessions: Sessions = request.app.state.sessions
     try:
         body = await request.json()
         prompt = body["prompt"]
-        conv = request.app.state.sessions.get(sid)
-        stream = conv.stream(prompt)  # checks the prompt now, before any network I/O
     except (ValueError, TypeError, KeyError) as exc:
         return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
+    conv = await sessions.get(sid)
+    try:
+        stream = conv.stream(prompt)  # checks the prompt now, before any network I/O
+    except (ValueError, TypeError) as exc:
+        await sessions.done(conv)
+        return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(relay(conv, stream), media_type="text/event-stream", headers=headers)
+    body_iterator = relay(sessions, conv, stream)
+    return StreamingResponse(body_iterator, media_type="text/event-stream", headers=headers)
 
 
 async def history(request: Request) -> Response:
     sid = session_id(request)
-    conv = request.app.state.sessions.get(sid) if sid else None
-    shown = () if conv is None else [m for m in conv.history if m.text]  # no tool-call plumbing
+    sessions: Sessions = request.app.state.sessions
+    stored: tuple[Any, ...] = ()
+    completed = 0
+    if sid is not None:
+        conv = await sessions.get(sid)  # with a store: read from it now
+        stored, completed = conv.history, turns(conv)
+        await sessions.done(conv)
+    shown = [m for m in stored if m.text]  # no tool-call plumbing
     messages = [{"role": m.role, "text": m.text} for m in shown]
-    return JSONResponse({"messages": messages, "turns": 0 if conv is None else turns(conv)})
+    return JSONResponse({"messages": messages, "turns": completed, "worker": os.getpid()})
 
 
-def create_app(args: argparse.Namespace, url: str) -> Starlette:
+def create_app(args: argparse.Namespace, url: str | None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One Bedrock client for the whole process, opened and closed with the app.
         async with bedrock(args) as target, target.client() as client:
             if target.fake is not None:
                 target.fake.responder = demo_model(target.fake)
-            app.state.sessions = Sessions(target.model_id, client)
+            store = open_store(args.store) if args.store else None
+            app.state.sessions = Sessions(target.model_id, client, store)
             where = "the bundled emulator" if target.emulated else f"Bedrock ({target.model_id})"
-            print(url, flush=True)
-            print(f"Serving on {url} with {where}; press Ctrl-C to stop.", file=sys.stderr)
+            if store is not None:
+                where += f", history in {args.store}"
+            if url is not None:
+                print(url, flush=True)
+                print(f"Serving on {url} with {where}; press Ctrl-C to stop.", file=sys.stderr)
+            else:  # under uvicorn --factory: uvicorn prints where it listens
+                print(f"Worker {os.getpid()} serving with {where}.", file=sys.stderr)
             try:
                 yield
             finally:
@@ -224,6 +307,22 @@ def create_app(args: argparse.Namespace, url: str) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_factory() -> Starlette:
+    """The app for ``uvicorn examples.sse_chat.app:app_factory --factory``, configured by
+    ``SSE_CHAT_STORE``, ``SSE_CHAT_EMULATOR_URL``, ``SSE_CHAT_MODEL`` and ``SSE_CHAT_REGION``."""
+    env = os.environ.get
+    args = argparse.Namespace(
+        model=env("SSE_CHAT_MODEL") or None,
+        region=env("SSE_CHAT_REGION") or None,
+        emulator=False,
+        emulator_url=env("SSE_CHAT_EMULATOR_URL") or None,
+        store=env("SSE_CHAT_STORE") or None,
+    )
+    if args.store:
+        check_store(args.store)  # a bad value fails at startup, not at the first request
+    return create_app(args, None)
 
 
 def start_tracing() -> None:
@@ -259,7 +358,17 @@ def main() -> None:
     parser.add_argument("--tracing", action="store_true", help="print OpenTelemetry spans")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--store",
+        metavar="sqlite:PATH|redis://...",
+        help="keep each session's history in a store (default: this process's memory)",
+    )
     args = parser.parse_args()
+    if args.store:
+        try:
+            check_store(args.store)
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     log.setLevel(logging.INFO)
     if args.tracing:
