@@ -59,7 +59,7 @@ def main() -> None:
                     c, _w, n = await timed(raw)
                     assert n == args.events, n
                     raw_us.append(c / n * 1e6)
-        report("CPU per text event", "us", sdk_us, raw_us, "target <= 0.6")
+        report("CPU per text event", "us", sdk_us, raw_us, "target <= 0.35")
 
     run(bench, args.uvloop)
 

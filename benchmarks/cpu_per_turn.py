@@ -65,7 +65,7 @@ def main() -> None:
                     c, _w, n = await timed(raw)
                     assert n == 5 * turns, n
                     raw_us.append(c / turns * 1e6)
-        report("CPU per short turn", "us", sdk_us, raw_us, "target <= 1.1")
+        report("CPU per short turn", "us", sdk_us, raw_us, "target <= 0.45")
 
     run(bench, args.uvloop)
 
