@@ -9,7 +9,6 @@ a downloaded browser); without them the whole module skips, saying which is miss
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import sys
@@ -21,21 +20,9 @@ import pytest
 import pytest_asyncio
 
 from aiostream_chat.testing import FakeBedrock, Fault, reply
+from tests._browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip(
-        "no browser test: the 'playwright' package is not installed (pip install playwright)",
-        allow_module_level=True,
-    )
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"no browser test: {CHROMIUM} not found (apt-get install chromium)",
-        allow_module_level=True,
-    )
-for _module in ("starlette", "uvicorn", "websockets"):
-    if importlib.util.find_spec(_module) is None:
-        pytest.skip(f"no browser test: {_module} is not installed", allow_module_level=True)
+require_browser("starlette", "uvicorn", "websockets")
 
 from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
 
@@ -48,16 +35,6 @@ APPS = {
 }
 # Only loopback: no credential lookup, and Chromium's own background traffic switched off.
 ENV = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BUBBLE = """() => {
     const bubble = [...document.querySelectorAll('#log .msg.assistant')].pop();
     return bubble ? [bubble.textContent, bubble.dataset.state] : ['', ''];

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import signal
 import sys
@@ -21,22 +20,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests._browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests._redis import RedisServer, free_port, run_redis
 
-CHROMIUM = Path("/usr/bin/chromium")
-if importlib.util.find_spec("playwright") is None:
-    pytest.skip(
-        "no browser test: the 'playwright' package is not installed (pip install playwright)",
-        allow_module_level=True,
-    )
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"no browser test: {CHROMIUM} not found (apt-get install chromium)",
-        allow_module_level=True,
-    )
-for _module in ("starlette", "uvicorn", "redis"):
-    if importlib.util.find_spec(_module) is None:
-        pytest.skip(f"no browser test: {_module} is not installed", allow_module_level=True)
+require_browser("starlette", "uvicorn", "redis")
 
 from playwright.async_api import Page, async_playwright  # noqa: E402
 
@@ -44,16 +31,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WORKERS = 4
 MAX_LOADS = 20
 
