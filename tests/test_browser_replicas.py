@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -92,14 +93,15 @@ async def app(redis: RedisServer) -> AsyncIterator[str]:
 async def wait_ready(server: asyncio.subprocess.Process) -> None:
     """Until every worker has said it serves (each prints one line on stderr)."""
     assert server.stderr is not None
-    ready = 0
+    seen = ""
     async with asyncio.timeout(30):
-        while ready < WORKERS:
-            line = (await server.stderr.readline()).decode()
-            assert line, f"uvicorn exited early ({server.returncode})"
-            assert "Traceback" not in line, line
-            if line.startswith("Worker ") and "serving" in line:
-                ready += 1
+        # Counted over all the text, not per line: the workers share one unbuffered pipe, so
+        # one worker's newline may land after another worker's message.
+        while len(re.findall(r"Worker \d+ serving", seen)) < WORKERS:
+            chunk = (await server.stderr.read(4096)).decode()
+            assert chunk, f"uvicorn exited early ({server.returncode}): {seen}"
+            seen += chunk
+            assert "Traceback" not in seen, seen
 
 
 async def wait_done(page: Page) -> str:
