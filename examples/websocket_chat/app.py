@@ -35,13 +35,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/_emulator.py
 
+from _chat_demo import demo_model, local_time
 from _emulator import add_bedrock_arguments, bedrock, missing_extra
 
 try:
@@ -65,33 +65,12 @@ from aiostream_chat import (
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
-    tool,
 )
-from aiostream_chat.testing import ToolUse, agent, tool_rounds
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "chat_session"
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'"
 log = logging.getLogger("websocket_chat")
-
-
-@tool
-def local_time(city: Annotated[str, "The city the user asked about"]) -> str:
-    """The current time (UTC) for a city."""
-    return f"It is {datetime.now(UTC):%H:%M} UTC (the server's clock; {city} may differ)"
-
-
-def demo_model(fake: Any) -> Any:
-    """On the emulator: a model that calls local_time when asked about the time."""
-    default = fake.responder
-    clock = agent([ToolUse("local_time", {"city": "Paris"})], say="Let me check the clock. ")
-
-    def respond(request: Any) -> Any:
-        if tool_rounds(request) or "time" in request.prompt_text.lower():
-            return clock(request)
-        return default(request)
-
-    return respond
 
 
 class Sessions:
