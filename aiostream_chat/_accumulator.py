@@ -129,6 +129,7 @@ _USAGE_KEYS = frozenset(
     {"inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens", "cacheWriteInputTokens"}
 )
 _METADATA_KEYS = frozenset({"usage", "metrics", "trace", "serviceTier", "performanceConfig", "p"})
+_LATENCY = frozenset({"latencyMs"})
 
 
 def _metadata(payload: dict[str, Any]) -> Metadata:
@@ -137,9 +138,12 @@ def _metadata(payload: dict[str, Any]) -> Metadata:
     metrics = payload.get("metrics") or {}
     tier = payload.get("serviceTier") or {}
     performance = payload.get("performanceConfig") or {}
-    extra = {k: v for k, v in usage.items() if k not in _USAGE_KEYS}
-    extra.update((k, v) for k, v in payload.items() if k not in _METADATA_KEYS)
-    extra.update((k, v) for k, v in metrics.items() if k != "latencyMs")
+    extra: dict[str, Any] = {}
+    modelled = payload.keys() <= _METADATA_KEYS and usage.keys() <= _USAGE_KEYS
+    if not (modelled and metrics.keys() <= _LATENCY):  # usually all of it is modelled
+        extra.update((k, v) for k, v in usage.items() if k not in _USAGE_KEYS)
+        extra.update((k, v) for k, v in payload.items() if k not in _METADATA_KEYS)
+        extra.update((k, v) for k, v in metrics.items() if k != "latencyMs")
     return Metadata(
         usage=Usage.from_bedrock(usage),
         server_latency_ms=metrics.get("latencyMs"),
@@ -260,7 +264,9 @@ class Accumulator:
             text=message.text,
             stop_reason=self.stop.stop_reason if self.stop else "",
             usage=meta.usage,
-            metrics=metrics.model_copy(update={"server_latency_ms": meta.server_latency_ms}),
+            metrics=metrics
+            if metrics.server_latency_ms == meta.server_latency_ms
+            else metrics.model_copy(update={"server_latency_ms": meta.server_latency_ms}),
             tool_uses=tuple(b for b in message.content if isinstance(b, ToolUseBlock)),
             reasoning=reasoning,
             request_id=request_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ._accumulator import Accumulator
@@ -80,6 +81,12 @@ class Attempt:
         return self._acc.content_started
 
     @property
+    def server_latency_ms(self) -> int | None:
+        """The latency Bedrock reported in ``metadata``, once it came."""
+        meta = self._acc.metadata
+        return None if meta is None else meta.server_latency_ms
+
+    @property
     def is_open(self) -> bool:
         return self._body is not None
 
@@ -88,13 +95,10 @@ class Attempt:
         self._body = body = await open_stream(client, request)
         self.request_id = body.request_id
 
-    async def read(self) -> bytes:
+    def read(self) -> Awaitable[bytes]:
         """The next bytes of the body; ``b""`` at its end."""
         assert self._body is not None
-        data = await self._body.read()
-        if self._permit is not None:
-            self._permit.admitted()  # Bedrock answered: this attempt is streaming
-        return data
+        return self._body.read()
 
     def decode(self, data: bytes) -> list[Frame | Failure]:
         """The frames ``data`` completes; a corrupt one ends the list with its failure.
@@ -102,6 +106,8 @@ class Attempt:
         Frames that arrived intact before the bad one still count: the caller gets them (so
         ``partial_text`` is exact), then the error.
         """
+        if self._permit is not None:
+            self._permit.admitted()  # Bedrock answered: this attempt is streaming
         try:
             return self._decoder.feed(data)  # type: ignore[return-value]  # a list is invariant
         except StreamDecodeError as exc:

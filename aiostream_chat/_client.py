@@ -226,6 +226,10 @@ class ClientManager:
             return str(client.meta.endpoint_url)
         return self._open_kwargs["endpoint_url"]  # type: ignore[no-any-return]
 
+    def ready(self) -> Any:
+        """The client if it is open already, else None (``get()`` opens it)."""
+        return None if self._closed else self._client
+
     async def get(self) -> Any:
         if self._closed:
             raise RuntimeError("the conversation is closed; create a new one")
@@ -293,6 +297,9 @@ class _Borrowed(ClientManager):
         super().__init__(client=None)
         self._parent = parent
         self._owned = False
+
+    def ready(self) -> Any:
+        return self._parent.ready()
 
     async def get(self) -> Any:
         return await self._parent.get()

@@ -125,5 +125,8 @@ class ConversationTurn:
     async def client(self) -> Any:
         return await self._conv._clients.get()
 
+    def ready_client(self) -> Any:
+        return self._conv._clients.ready()
+
     def endpoint_url(self) -> str | None:
         return self._conv._clients.endpoint_url

@@ -23,9 +23,8 @@ import logging
 import os
 import socket
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -39,7 +38,7 @@ from botocore.tokens import FrozenAuthToken
 from yarl import URL
 
 from ._http_errors import error_from_response
-from ._signing import check_signer_shape, sign, sigv4_headers
+from ._signing import amz_date, check_signer_shape, sign, sigv4_headers
 
 __all__ = ["AiohttpBody", "Route", "check_botocore_shape", "enabled", "open_fast", "route"]
 
@@ -78,8 +77,8 @@ class AiohttpBody:
         self._response = response
         self.request_id = request_id
 
-    async def read(self) -> bytes:
-        return await self._response.content.readany()
+    def read(self) -> Awaitable[bytes]:
+        return self._response.content.readany()
 
     def close(self) -> None:
         self._response.close()
@@ -253,7 +252,6 @@ async def _auth_headers(route: Route, client: Any, model_id: str, body: bytes) -
         credentials = signer._credentials
         frozen = None if credentials is None else await credentials.get_frozen_credentials()
         if frozen is not None and frozen.access_key and frozen.secret_key:
-            amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             return sigv4_headers(
                 frozen,
                 region=route.region,
@@ -261,7 +259,7 @@ async def _auth_headers(route: Route, client: Any, model_id: str, body: bytes) -
                 host=route.host,
                 path=route.path(model_id),
                 body=body,
-                amz_date=amz_date,
+                amz_date=amz_date(),
             )
     token = signer._auth_token
     if kind == "bearer" and isinstance(token, FrozenAuthToken):

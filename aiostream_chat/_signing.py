@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import time
 from typing import Any
 from urllib.parse import quote
 
 from botocore.auth import AUTH_TYPE_MAPS
 from botocore.tokens import FrozenAuthToken
 
-__all__ = ["check_signer_shape", "sign", "sigv4_headers", "use_api_key"]
+__all__ = ["amz_date", "check_signer_shape", "sign", "sigv4_headers", "use_api_key"]
 
 _CHOOSE = "choose-signer.bedrock-runtime"
 _OPERATION = "ConverseStream"
@@ -54,6 +55,23 @@ async def sign(client: Any, request: Any) -> None:
     await client._request_signer.sign(_OPERATION, request)
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
+def amz_date() -> str:
+    """The current UTC time as SigV4's ``X-Amz-Date`` (formatted once per second)."""
+    global _stamp
+    now = int(time.time())
+    if now != _stamp[0]:
+        _stamp = (now, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)))
+    return _stamp[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_path(path: str) -> str:
+    return quote(path, safe="/~")
+
+
 @functools.lru_cache(maxsize=64)
 def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     key = ("AWS4" + secret).encode()
@@ -85,7 +103,7 @@ def sigv4_headers(
     canonical = "\n".join(
         (
             "POST",
-            quote(path, safe="/~"),
+            _canonical_path(path),
             "",
             "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names),
             signed,

@@ -2,7 +2,7 @@
 
 The stream holds the turn (the queue of events for the caller, the retry gate, the rounds and
 one outcome); each HTTP attempt is an ``Attempt`` built afresh from the round's request. Every
-await of the stream goes through ``_guarded()``, one cancel scope with the nearest deadline, so
+await of the stream goes through ``_guarded()``, under the nearest deadline (``_deadline``), so
 ``aclose()`` from any task interrupts whatever the stream is waiting on. Events wait in a queue
 and are handed out one by one, so "has content reached the caller" (which decides whether a
 retry is allowed) is exact.
@@ -15,11 +15,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import _observe
 from ._attempt import Attempt, Failure
 from ._codec import Frame
+from ._deadline import Watchdog, nearest
 from ._error_map import map_exception
 from ._errors import (
     ChatError,
@@ -43,7 +44,6 @@ from ._iterator import StreamIterator, event_of, text_of
 from ._models import Message, Metrics, Reply
 from ._observe import TurnInfo, TurnObserver
 from ._outcome import CANCELLED, PENDING, STREAMING, Outcome, Status, completed, failed
-from ._scope import CancelScope
 from ._tool_loop import Loop
 from ._turn import Turn
 
@@ -87,7 +87,7 @@ class ChatStream:
         self._round_attempts = 0  # of the current round: the retry budget is per round
         self._delivered = False  # content of the current round reached the caller
         self._backoff: float | None = None
-        self._scope: CancelScope | None = None  # of the await in progress
+        self._watchdog = Watchdog()  # the deadline of the await in progress
         self._reader: asyncio.Task[Any] | None = None
         self._turn_start = 0.0
         self._observer: TurnObserver | None = None
@@ -145,11 +145,12 @@ class ChatStream:
 
     async def get_reply(self) -> Reply:
         """Run the turn to its end and return the reply, or raise why it has none."""
+        self._claim_reader()
         try:
-            while True:
-                await self._take(event_of)
-        except StopAsyncIteration:
-            pass
+            while await self._next() is not None:
+                pass
+        finally:
+            self._reader = None
         return self._result()
 
     # -- the turn --------------------------------------------------------------------------
@@ -178,10 +179,7 @@ class ChatStream:
 
     async def _take(self, pick: Callable[[StreamEvent], T | None]) -> T:
         """The next event ``pick`` accepts (as it maps it); StopAsyncIteration at the end."""
-        reader = asyncio.current_task()
-        if self._reader is not None and self._reader is not reader:
-            raise RuntimeError("another task is already reading this stream (one consumer)")
-        self._reader = reader
+        self._claim_reader()
         try:
             while True:
                 event = await self._next()
@@ -192,6 +190,12 @@ class ChatStream:
                     return value
         finally:
             self._reader = None
+
+    def _claim_reader(self) -> None:
+        reader = asyncio.current_task()
+        if self._reader is not None and self._reader is not reader:
+            raise RuntimeError("another task is already reading this stream (one consumer)")
+        self._reader = reader
 
     async def _next(self) -> StreamEvent | None:
         """The next event for the caller; None once the turn completed."""
@@ -256,7 +260,9 @@ class ChatStream:
         if self._backoff is not None:
             delay, self._backoff = self._backoff, None
             await self._guarded(asyncio.sleep(delay), None)
-        client = await self._guarded(self._turn.client(), None)
+        client = self._turn.ready_client()
+        if client is None:
+            client = await self._guarded(self._turn.client(), None)
         limiter = self._turn.limiter
         permit = None  # the limiter's slot for this attempt, given back when it ends
         if limiter is not None:
@@ -279,6 +285,7 @@ class ChatStream:
         Then the turn completes, or the next round starts (after the tools it asked for).
         """
         metrics = Metrics(
+            server_latency_ms=attempt.server_latency_ms,
             time_to_first_token=attempt.first_token,
             duration=time.monotonic() - self._turn_start,
             attempts=self._round_attempts,
@@ -315,45 +322,39 @@ class ChatStream:
 
     # -- deadlines and cancellation --------------------------------------------------------
 
-    def _deadline(self, attempt: Attempt | None) -> tuple[float | None, type[StreamTimeoutError]]:
-        """The nearest deadline for an await: of the read of ``attempt``, or of setup/backoff."""
-        t = self._timeouts
-        options: list[tuple[float, type[StreamTimeoutError]]] = []
-        if t.total is not None:
-            options.append((self._turn_start + t.total, TotalTimeoutError))
-        if attempt is not None:
-            if not attempt.content_started:
-                if t.first_token is not None:
-                    options.append((attempt.started + t.first_token, FirstTokenTimeoutError))
-            elif t.idle is not None:
-                options.append((time.monotonic() + t.idle, IdleTimeoutError))
-        if not options:
-            return None, TotalTimeoutError
-        return min(options, key=lambda option: option[0])
-
     async def _guarded(self, awaitable: Awaitable[T], attempt: Attempt | None) -> T:
-        """Await under one cancel scope: the nearest deadline, and ``aclose()`` from any task."""
-        deadline, error = self._deadline(attempt)
-        loop_deadline = None
-        if deadline is not None:
-            loop_deadline = asyncio.get_running_loop().time() + (deadline - time.monotonic())
-        scope = CancelScope(loop_deadline)
+        """Await under the nearest deadline; ``aclose()`` from any task interrupts it."""
+        if attempt is None:
+            deadline, error = nearest(self._timeouts, self._turn_start, None, False)
+        else:
+            deadline, error = nearest(
+                self._timeouts, self._turn_start, attempt.started, attempt.content_started
+            )
+        watchdog = self._watchdog
+        watchdog.enter(deadline)
         try:
-            async with scope:
-                self._scope = scope
-                try:
-                    result = await awaitable
-                finally:
-                    self._scope = None
-        except TimeoutError as exc:
-            if not scope.expired():
+            result = await awaitable
+        except BaseException as exc:
+            why = watchdog.leave()
+            if why is None:
                 raise
-            if scope.cancel_called:
-                raise StreamClosedError("the stream was closed") from exc
-            raise error(_WHY[error]) from exc
+            self._interrupted(why, error, exc)
+        why = watchdog.leave()
+        if why is not None:  # the awaitable swallowed the cancellation
+            self._interrupted(why, error, None)
         if self._outcome is not STREAMING:  # closed by another task as the await completed
             raise StreamClosedError("the stream was closed")
         return result
+
+    @staticmethod
+    def _interrupted(
+        why: str, error: type[StreamTimeoutError], exc: BaseException | None
+    ) -> NoReturn:
+        if why == "closed":
+            raise StreamClosedError("the stream was closed") from exc
+        timeout = TimeoutError(_WHY[error])
+        timeout.__cause__ = exc
+        raise error(_WHY[error]) from timeout
 
     # -- endings ---------------------------------------------------------------------------
 
@@ -429,6 +430,7 @@ class ChatStream:
         """Settle the turn: the one place a begun turn ends and frees its conversation."""
         self._outcome = outcome
         self._queue.clear()
+        self._watchdog.close()
         if self._attempt is not None:
             self._attempt.close()
         self._loop.cancel_tools()
@@ -440,9 +442,7 @@ class ChatStream:
 
     def _abandon(self) -> None:
         """Close now, synchronously: the connection is dropped and the turn is cancelled."""
-        scope = self._scope
-        if scope is not None:
-            scope.cancel()
+        self._watchdog.interrupt()
         if self._attempt is not None:
             self._attempt.close()
         self._loop.cancel_tools()

@@ -35,5 +35,8 @@ class Turn(Protocol):
     async def client(self) -> Any:
         """The bedrock-runtime client to send with."""
 
+    def ready_client(self) -> Any:
+        """The client if it is already open (no await needed), else None."""
+
     def endpoint_url(self) -> str | None:
         """Where requests go, when known (for observers)."""
