@@ -67,16 +67,30 @@ class SQLiteStore:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs on the worker thread: open the connection once, then run ``fn``."""
         if self._db is None:
+            self._db = self._connect()
+        return fn(self._db)
+
+    def _connect(self) -> sqlite3.Connection:
+        # Switching a fresh file to WAL can fail at once with "database is locked" while other
+        # connections set it up too (SQLite's busy handler does not cover that step): retry
+        # within the busy timeout.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
             db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+                continue
             except BaseException:
                 db.close()
                 raise
-            self._db = db
-        return fn(self._db)
+            return db
 
     async def load(self, conversation_id: str) -> StoredConversation | None:
         """The stored conversation, or None."""
