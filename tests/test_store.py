@@ -153,9 +153,7 @@ async def test_sqlite_stores_opening_a_fresh_file_at_once_all_work(tmp_path: Pat
     for trial in range(30):
         stores = [SQLiteStore(tmp_path / f"fresh-{trial}.db") for _ in range(20)]
         try:
-            outcomes = await asyncio.gather(
-                *(s.load("c1") for s in stores), return_exceptions=True
-            )
+            outcomes = await asyncio.gather(*(s.load("c1") for s in stores), return_exceptions=True)
         finally:
             await asyncio.gather(*(s.aclose() for s in stores))
         assert outcomes == [None] * 20, [o for o in outcomes if o is not None]
