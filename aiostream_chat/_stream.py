@@ -175,7 +175,8 @@ class ChatStream:
         factory = _observe.observer_factory
         if factory is not None:
             self._observer = factory(TurnInfo(self._turn.model_id, self._turn.endpoint_url()))
-        log.debug("turn started: model=%s", self._turn.model_id, extra=self._log_fields())
+        if log.isEnabledFor(logging.DEBUG):  # every turn: skip building the extras
+            log.debug("turn started: model=%s", self._turn.model_id, extra=self._log_fields())
 
     async def _take(self, pick: Callable[[StreamEvent], T | None]) -> T:
         """The next event ``pick`` accepts (as it maps it); StopAsyncIteration at the end."""
@@ -313,12 +314,13 @@ class ChatStream:
                 self._round += 1
             return
         self._finish(completed(final))
-        log.debug(
-            "turn completed: attempts=%d duration=%.3fs",
-            self._attempts,
-            metrics.duration,
-            extra=self._log_fields(final.request_id),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "turn completed: attempts=%d duration=%.3fs",
+                self._attempts,
+                metrics.duration,
+                extra=self._log_fields(final.request_id),
+            )
 
     # -- deadlines and cancellation --------------------------------------------------------
 

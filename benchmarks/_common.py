@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import resource
 import statistics
@@ -15,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -85,6 +87,18 @@ async def raw_turn(client: Any, prompt: str) -> tuple[str, int]:
             text += event["contentBlockDelta"]["delta"].get("text", "")
             deltas += 1
     return text, deltas
+
+
+async def bare_turn(http: Any, url: str, prompt: str) -> None:
+    """The floor: one ConverseStream over a bare aiohttp session (no botocore, no signing, no
+    event parsing), its body read to the end."""
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": prompt}]}]}).encode()
+    target = f"{url}/model/{quote(MODEL, safe='')}/converse-stream"
+    headers = {"Content-Type": "application/json"}
+    async with http.post(target, data=body, headers=headers) as resp:
+        assert resp.status == 200, resp.status
+        while await resp.content.readany():
+            pass
 
 
 def cpu() -> float:

@@ -1,7 +1,7 @@
 """Client CPU per streamed text event on a 20,000-event reply: SDK vs the raw aioboto3 loop.
 
 Run with: python benchmarks/cpu_per_event.py [--uvloop] [--instrument] [--rounds 7] [--events 20000]
-Target: ratio SDK / raw <= 0.6.
+Target: ratio SDK / raw <= 0.35.
 """
 
 from __future__ import annotations

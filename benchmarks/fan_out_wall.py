@@ -2,8 +2,9 @@
 the raw aioboto3 loop on a client with a pool of 500.
 
 Run with: python benchmarks/fan_out_wall.py [--uvloop] [--rounds 5] [--streams 500]
-Each stream is 20 text deltas 50 ms apart. Targets: wall ratio SDK / raw <= 0.8, and the
-fan-out's wall <= 1.6 x one stream's wall.
+Each stream is 20 text deltas 50 ms apart. Targets: wall ratio SDK / raw <= 0.9, and the
+fan-out's wall <= 1.5 x one stream's wall. The same run measures the bare aiohttp floor (a
+client that signs nothing and parses nothing, see floor.py) against one stream, for scale.
 """
 
 from __future__ import annotations
@@ -11,7 +12,19 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from _common import MODEL, parser, raw_config, raw_turn, report, run, server, session, timed
+import aiohttp
+from _common import (
+    MODEL,
+    bare_turn,
+    parser,
+    raw_config,
+    raw_turn,
+    report,
+    run,
+    server,
+    session,
+    timed,
+)
 
 from aiostream_chat import AsyncConversation, Reply
 
@@ -30,6 +43,7 @@ def main() -> None:
         sdk_cpu: list[float] = []
         raw_cpu: list[float] = []
         one_wall: list[float] = []
+        floor_wall: list[float] = []
         server_cpu: list[float] = []
         with server() as url:
             async with (
@@ -39,6 +53,7 @@ def main() -> None:
                 AsyncConversation(
                     MODEL, session=session(), endpoint_url=url, max_connections=streams
                 ) as conv,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=streams)) as http,
             ):
 
                 async def sdk() -> int:
@@ -56,7 +71,10 @@ def main() -> None:
                 async def one() -> None:
                     await conv.fork().send(PROMPT)
 
-                await sdk(), await raw()  # warm up: open the connections of both pools
+                async def floor() -> None:
+                    await asyncio.gather(*(bare_turn(http, url, PROMPT) for _ in range(streams)))
+
+                await sdk(), await raw(), await floor()  # warm up: open every pool's connections
                 for _ in range(rounds):
                     s0 = url.cpu()
                     c, w, _n = await timed(sdk)
@@ -68,12 +86,18 @@ def main() -> None:
                     raw_wall.append(w)
                     server_cpu.extend([s1 - s0, url.cpu() - s1])
                     one_wall.append((await timed(one))[1])
+                    floor_wall.append((await timed(floor))[1])
         report(f"{streams} streams, wall", "s", sdk_wall, raw_wall, "target <= 0.9")
         report(f"{streams} streams, client CPU", "s", sdk_cpu, raw_cpu, "for information")
         print(f"server CPU per run: median {statistics.median(server_cpu):.3f} s")
         single = statistics.median(one_wall)
         multiple = statistics.median(sdk_wall) / single
         print(f"one stream: {single:.3f} s; fan-out / one stream = {multiple:.2f} (target <= 1.5)")
+        floor_multiple = statistics.median(floor_wall) / single
+        print(
+            f"  the bare aiohttp floor on this machine: {statistics.median(floor_wall):.3f} s "
+            f"= {floor_multiple:.2f} x one stream"
+        )
 
     run(bench, args.uvloop)
 

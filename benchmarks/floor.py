@@ -9,11 +9,9 @@ fan-out wall target on this machine: what is left is the emulator's pacing and t
 from __future__ import annotations
 
 import asyncio
-import json
-from urllib.parse import quote
 
 import aiohttp
-from _common import MODEL, parser, raw_config, raw_turn, report, run, server, session, timed
+from _common import bare_turn, parser, raw_config, raw_turn, report, run, server, session, timed
 
 PROMPT = "bench n=20 delay=0.05"
 
@@ -26,8 +24,6 @@ def main() -> None:
         floor_wall: list[float] = []
         raw_wall: list[float] = []
         with server() as url:
-            body = json.dumps({"messages": [{"role": "user", "content": [{"text": PROMPT}]}]})
-            target = f"{url}/model/{quote(MODEL, safe='')}/converse-stream"
             async with (
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500)) as http,
                 session().client(
@@ -35,15 +31,8 @@ def main() -> None:
                 ) as client,
             ):
 
-                async def bare() -> None:
-                    headers = {"Content-Type": "application/json"}
-                    async with http.post(target, data=body.encode(), headers=headers) as resp:
-                        assert resp.status == 200, resp.status
-                        while await resp.content.readany():
-                            pass
-
                 async def floor() -> None:
-                    await asyncio.gather(*(bare() for _ in range(500)))
+                    await asyncio.gather(*(bare_turn(http, url, PROMPT) for _ in range(500)))
 
                 async def raw() -> None:
                     await asyncio.gather(*(raw_turn(client, PROMPT) for _ in range(500)))
