@@ -292,10 +292,7 @@ class ChatStream:
             attempts=self._round_attempts,
         )
         reply = attempt.finish(metrics)
-        if self._observer is not None:
-            if attempt.first_token is not None:
-                self._observer.first_chunk(attempt.first_token)
-            self._observer.call_ended(reply, None)
+        self._end_call(reply, None)
         try:
             final = self._loop.after_round(reply)  # ToolLoopError, OutputValidationError
             if final is not None:
@@ -423,9 +420,20 @@ class ChatStream:
             request_id = self._attempt.request_id
         return {"request_id": request_id, "model_id": self._turn.model_id}
 
+    def _end_call(self, reply: Reply | None, error: ChatError | None) -> None:
+        """Tell the observer the model call ended, and its time to first chunk if content came
+        (a failed or cancelled call's too; once per attempt)."""
+        observer = self._observer
+        if observer is None:
+            return
+        attempt = self._attempt
+        if attempt is not None and attempt.first_token is not None and not attempt.chunk_seen:
+            attempt.chunk_seen = True
+            observer.first_chunk(attempt.first_token)
+        observer.call_ended(reply, error)
+
     def _fail(self, error: ChatError) -> None:
-        if self._observer is not None:
-            self._observer.call_ended(None, error)
+        self._end_call(None, error)
         self._finish(failed(error))
 
     def _finish(self, outcome: Outcome) -> None:
@@ -451,8 +459,7 @@ class ChatStream:
         if self._outcome is PENDING:
             self._outcome = CANCELLED
         elif self._outcome is STREAMING:
-            if self._observer is not None:
-                self._observer.call_ended(None, None)
+            self._end_call(None, None)
             self._finish(CANCELLED)
             log.debug(
                 "turn cancelled after %d attempt(s)", self._attempts, extra=self._log_fields()

@@ -26,6 +26,7 @@ from aiostream_chat import (
     InferenceConfig,
     Message,
     Metrics,
+    ModelStreamError,
     Reply,
     RetryPolicy,
     ThrottlingError,
@@ -658,6 +659,34 @@ async def test_a_cancelled_turn_through_the_emulator(
     (duration,) = otel.points("gen_ai.client.operation.duration")
     assert (duration.attributes or {})["error.type"] == "cancelled"
     assert otel.points("gen_ai.client.token.usage") == []
+
+
+async def test_time_to_first_chunk_is_recorded_for_calls_that_fail_or_are_cancelled(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """A call whose content started and then failed (a stream error after two deltas: not
+    retried, content was delivered), and one left after its first chunk, both record their
+    time to first chunk: on the chat span and once each in the histogram."""
+    otel = instrumented()
+    conv = make_conv(retry=RetryPolicy(max_attempts=3))
+    fault = Fault.exception("modelStreamErrorException", "boom", after=2)
+    fake_bedrock.enqueue(reply("a b c d", chunks=["a ", "b ", "c ", "d"], fault=fault))
+    stream = conv.stream("Hello")
+    with pytest.raises(ModelStreamError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.partial_text == "a b " and caught.value.attempts == 1
+    fake_bedrock.enqueue(reply("one two three four", chunks=4, delay=0.01))
+    async for _ in conv.stream("Hello"):
+        break
+
+    chats = sorted(_by_name(otel)[f"chat {MODEL_ID}"], key=lambda s: s.start_time or 0)
+    kinds = [(c.attributes or {})["error.type"] for c in chats]
+    assert kinds == ["ModelStreamError", "cancelled"]
+    firsts = [(c.attributes or {})["gen_ai.response.time_to_first_chunk"] for c in chats]
+    assert all(isinstance(f, float) and 0 < f < 5 for f in firsts)
+    (point,) = otel.points("gen_ai.client.operation.time_to_first_chunk")
+    assert point.count == 2
 
 
 async def test_a_tool_loop_is_sibling_chat_spans_under_one_turn(
