@@ -12,9 +12,10 @@ import asyncio
 import time
 from typing import Any
 
+import aioboto3
 import pytest
 
-from aiostream_chat import IdleTimeoutError, RetryPolicy
+from aiostream_chat import AsyncConversation, IdleTimeoutError, RetryPolicy
 from aiostream_chat import Timeouts as T
 from aiostream_chat._deadline import Watchdog
 from aiostream_chat.testing import FakeBedrock, Fault, reply
@@ -180,3 +181,36 @@ async def test_a_turn_arms_a_few_timers_however_many_reads_it_makes(
     seen = [text async for text in stream]
     assert seen == chunks and stream.status == "completed"
     assert 1 <= len(arms) <= 3, arms
+
+
+def test_deadlines_on_uvloop(session: aioboto3.Session) -> None:
+    """On uvloop (what uvicorn runs when it is installed; its clock is cached per loop pass):
+    a steady stream longer than `idle` completes, and a stall fails about `idle` after the
+    last delta."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[list[str], float, str]:
+        async with FakeBedrock() as fake:
+            conv = AsyncConversation(
+                "m",
+                session=session,
+                endpoint_url=fake.endpoint_url,
+                timeouts=T(idle=0.3),
+                retry=RetryPolicy.none(),
+            )
+            async with conv:
+                chunks = [f"w{i} " for i in range(8)]
+                fake.enqueue(reply("".join(chunks), chunks=chunks, delay=0.1))
+                steady = [text async for text in conv.stream("question")]
+                stall = Fault.stall(10, after=3)
+                fake.enqueue(reply("".join(chunks), chunks=chunks, delay=0.05, fault=stall))
+                last = time.monotonic()
+                with pytest.raises(IdleTimeoutError) as caught:
+                    async for _ in conv.fork().stream("question"):
+                        last = time.monotonic()
+                return steady, time.monotonic() - last, caught.value.partial_text
+
+    steady, waited, partial = uvloop.run(main())
+    assert steady == [f"w{i} " for i in range(8)]
+    assert 0.3 <= waited < 2.3
+    assert partial == "w0 w1 w2 "
