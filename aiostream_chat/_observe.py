@@ -7,6 +7,7 @@ per-event path pays nothing. ``instrument()`` sets it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +32,10 @@ class TurnObserver(Protocol):
 
     def call_started(self, round_index: int, request: Request) -> None:
         """A model call (round ``round_index``, from 0) starts its first attempt."""
+
+    def sending(self) -> AbstractContextManager[None]:
+        """Around sending each attempt's request: the current call's context is current, so
+        HTTP-level instrumentation (aiohttp, botocore) nests its spans under the call."""
 
     def retrying(self, attempt: int, delay: float, error: ChatError) -> None:
         """Attempt ``attempt`` of the current call starts after ``delay`` seconds."""

@@ -7,10 +7,13 @@ context of the task that starts the turn, so the caller's current span is their 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -194,6 +197,18 @@ class TurnSpans:
             f"chat {self._model_id}", context=self._context, kind=SpanKind.CLIENT, attributes=attrs
         )
         self._call = _Call(span)
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        call = self._call
+        if call is None:
+            yield
+            return
+        token = otel_context.attach(trace.set_span_in_context(call.span, self._context))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def retrying(self, attempt: int, delay: float, error: BaseException) -> None:
         span = self._call.span if self._call is not None else self._turn

@@ -278,7 +278,11 @@ class ChatStream:
         if self._observer is not None and self._observed_round != self._round:
             self._observed_round = self._round
             self._observer.call_started(self._round, self._request)
-        await self._guarded(attempt.open(client, self._request), attempt)
+        if self._observer is None:
+            await self._guarded(attempt.open(client, self._request), attempt)
+            return
+        with self._observer.sending():
+            await self._guarded(attempt.open(client, self._request), attempt)
 
     async def _end_of_body(self, attempt: Attempt) -> None:
         """The body ended cleanly: the round completes only if messageStop came.

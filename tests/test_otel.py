@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -32,6 +34,7 @@ from aiostream_chat import (
     ThrottlingError,
     ToolSpec,
     Usage,
+    _fastpath,
     _observe,
     instrument,
     tool,
@@ -687,6 +690,39 @@ async def test_time_to_first_chunk_is_recorded_for_calls_that_fail_or_are_cancel
     assert all(isinstance(f, float) and 0 < f < 5 for f in firsts)
     (point,) = otel.points("gen_ai.client.operation.time_to_first_chunk")
     assert point.count == 2
+
+
+@pytest.mark.parametrize("path", ["fast", "botocore"])
+async def test_the_chat_span_is_current_while_the_request_is_sent(
+    instrumented: Instrument,
+    fake_bedrock: FakeBedrock,
+    make_conv: MakeConv,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """HTTP-level instrumentation (aiohttp's, botocore's) nests under the model call: while
+    each attempt's request is sent, the current span is that round's chat span, on both
+    request paths and for a retried attempt; once the request is sent, the caller's context
+    is back as it was."""
+    otel = instrumented()
+    monkeypatch.setattr(_fastpath, "enabled", path == "fast")
+    current: list[Any] = []
+    real_request = aiohttp.ClientSession._request
+
+    async def recording_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        current.append(trace.get_current_span().get_span_context().span_id)
+        return await real_request(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", recording_request)
+    conv = make_conv(retry=RetryPolicy(max_attempts=2))
+    fake_bedrock.enqueue(reply(fault=Fault.http(503)), reply("Fine.", chunks=2))
+    before = trace.get_current_span()
+    assert (await conv.send("Hello")).text == "Fine."
+    assert trace.get_current_span() is before
+
+    (chat,) = _by_name(otel)[f"chat {MODEL_ID}"]
+    assert chat.context is not None
+    assert current == [chat.context.span_id] * 2  # the attempt that got a 503, and its retry
 
 
 async def test_a_tool_loop_is_sibling_chat_spans_under_one_turn(

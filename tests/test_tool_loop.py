@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -355,6 +356,9 @@ async def test_each_round_is_one_model_call_for_observers(
     class Recorder:
         def call_started(self, round_index: int, request: Any) -> None:
             seen.append(("call_started", round_index, len(request.body["messages"])))
+
+        def sending(self) -> Any:
+            return contextlib.nullcontext()
 
         def retrying(self, attempt: int, delay: float, error: Any) -> None:
             seen.append(("retrying", attempt))
