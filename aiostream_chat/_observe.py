@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._errors import ChatError
-    from ._models import Reply
+    from ._models import Reply, ToolResultBlock, ToolUseBlock
     from ._request import Request
 
 __all__ = ["TurnInfo", "TurnObserver", "observer_factory"]
@@ -36,6 +36,12 @@ class TurnObserver(Protocol):
     def sending(self) -> AbstractContextManager[None]:
         """Around sending each attempt's request: the current call's context is current, so
         HTTP-level instrumentation (aiohttp, botocore) nests its spans under the call."""
+
+    def tool_call(
+        self, use: ToolUseBlock, description: str | None
+    ) -> AbstractContextManager[Callable[[ToolResultBlock, str | None], None]]:
+        """Around running one tool call, inside its task (its own spans nest under it); yields
+        where the call's result and failure kind (None for success) go."""
 
     def retrying(self, attempt: int, delay: float, error: ChatError) -> None:
         """Attempt ``attempt`` of the current call starts after ``delay`` seconds."""

@@ -11,9 +11,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._models import Reply
+    from ._models import Reply, ToolResultBlock
 
-__all__ = ["finish_reason", "input_messages", "output_messages", "system_instructions", "tools"]
+__all__ = [
+    "finish_reason",
+    "input_messages",
+    "output_messages",
+    "system_instructions",
+    "tool_arguments",
+    "tool_result",
+    "tools",
+]
 
 _FINISH = {
     "end_turn": "stop",
@@ -34,6 +42,16 @@ def _opaque(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     return f"<{type(value).__name__}>"
+
+
+def tool_arguments(arguments: dict[str, Any]) -> str:
+    """``gen_ai.tool.call.arguments``: the call's input as JSON."""
+    return _dumps(arguments)
+
+
+def tool_result(result: ToolResultBlock) -> str:
+    """``gen_ai.tool.call.result``: what goes back to the model, as JSON (media as its kind)."""
+    return _dumps(_result(result.to_bedrock()["toolResult"]["content"]))
 
 
 def finish_reason(stop_reason: str) -> str:

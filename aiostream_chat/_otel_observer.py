@@ -7,9 +7,10 @@ context of the task that starts the turn, so the caller's current span is their 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
-    from ._models import Reply, Usage
+    from ._models import Reply, ToolResultBlock, ToolUseBlock, Usage
     from ._observe import TurnInfo
     from ._request import Request
 
@@ -209,6 +210,45 @@ class TurnSpans:
             yield
         finally:
             otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def tool_call(
+        self, use: ToolUseBlock, description: str | None
+    ) -> Iterator[Callable[[ToolResultBlock, str | None], None]]:
+        attrs: Attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": use.name,
+            "gen_ai.tool.call.id": use.tool_use_id,
+            "gen_ai.tool.type": "function",
+        }
+        if description:
+            attrs["gen_ai.tool.description"] = description
+        if self._t.capture_content:
+            attrs["gen_ai.tool.call.arguments"] = content.tool_arguments(use.input)
+        span = self._t.tracer.start_span(
+            f"execute_tool {use.name}",
+            context=self._context,
+            kind=SpanKind.INTERNAL,
+            attributes=attrs,
+        )
+
+        def record(result: ToolResultBlock, failure: str | None) -> None:
+            if self._t.capture_content:
+                span.set_attribute("gen_ai.tool.call.result", content.tool_result(result))
+            if failure is not None:
+                entries = [c for c in result.content if isinstance(c, dict) and "text" in c]
+                _fail(span, failure, str(entries[0]["text"]) if entries else failure)
+
+        token = otel_context.attach(trace.set_span_in_context(span, self._context))
+        try:
+            yield record
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            _fail(span, "cancelled" if cancelled else type(exc).__name__, str(exc) or None)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     def retrying(self, attempt: int, delay: float, error: BaseException) -> None:
         span = self._call.span if self._call is not None else self._turn

@@ -309,7 +309,8 @@ class ChatStream:
         if final is None:  # another round, after the tool calls (if any) it asked for
             self._round_attempts = 0
             self._delivered = False  # a retry is allowed again until this round's content
-            self._queue.extend(self._loop.start_tools())
+            observe = self._observer.tool_call if self._observer is not None else None
+            self._queue.extend(self._loop.start_tools(observe))
             if self._loop.tools is None:
                 self._request = self._turn.request(self._added)
                 self._round += 1

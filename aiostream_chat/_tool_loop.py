@@ -22,7 +22,7 @@ from ._events import (
 )
 from ._models import Message, Reply, ToolSpec, ToolUseBlock, Usage
 from ._output import OUTPUT_TOOL, OutputSpec
-from ._tools import Tool, ToolRound
+from ._tools import Observe, Tool, ToolRound
 
 __all__ = ["DEFAULT_MAX_TOOL_ROUNDS", "DEFAULT_TOOL_TIMEOUT", "Loop", "check_limits"]
 
@@ -148,12 +148,12 @@ class Loop:
         self.messages.append(spec.repair(reply.message, errors))
         return None
 
-    def start_tools(self) -> list[ToolCallStarted]:
+    def start_tools(self, observe: Observe | None = None) -> list[ToolCallStarted]:
         """Start the round's tool calls; their ``ToolCallStarted`` events (none if no tools)."""
         tools = self.tools
         if tools is None:
             return []
-        tools.start()
+        tools.start(observe)
         return [
             ToolCallStarted(tool_use_id=u.tool_use_id, name=u.name, input=u.input)
             for u in tools.uses

@@ -23,6 +23,7 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, overload
 
 import anyio.to_thread
@@ -187,29 +188,40 @@ class Tool(ToolSpec):
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> ToolResultBlock:
         """One call as the model asked for it; every failure becomes an error result."""
+        return (await self.run_and_explain(use, timeout=timeout))[0]
+
+    async def run_and_explain(
+        self,
+        use: ToolUseBlock,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> tuple[ToolResultBlock, str | None]:
+        """``run()``, and what kind of failure an error result stands for (None for success):
+        the exception's class name, ``ValidationError`` for bad arguments, ``timeout``."""
         try:
             arguments = self.arguments(use.input)
         except ValidationError as exc:
-            return _error(use, f"Invalid arguments for tool {self.name!r}:\n{_explain(exc)}")
+            text = f"Invalid arguments for tool {self.name!r}:\n{_explain(exc)}"
+            return _error(use, text), "ValidationError"
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 value = await self.call(**arguments)
         except TimeoutError as exc:
             if not deadline.expired():
-                return _error(use, f"Tool {self.name!r} failed: {type(exc).__name__}: {exc}")
-            return _error(
-                use, f"Tool {self.name!r} did not finish within {timeout:g} s and was stopped."
-            )
+                text = f"Tool {self.name!r} failed: {type(exc).__name__}: {exc}"
+                return _error(use, text), type(exc).__name__
+            text = f"Tool {self.name!r} did not finish within {timeout:g} s and was stopped."
+            return _error(use, text), "timeout"
         except Exception as exc:
             log.debug("tool %s raised %r", self.name, exc)
-            return _error(use, f"Tool {self.name!r} failed: {type(exc).__name__}: {exc}")
+            text = f"Tool {self.name!r} failed: {type(exc).__name__}: {exc}"
+            return _error(use, text), type(exc).__name__
         try:
-            return result_block(use.tool_use_id, value)
+            return result_block(use.tool_use_id, value), None
         except Exception as exc:
-            return _error(
-                use, f"Tool {self.name!r} returned a value that is not JSON: {type(exc).__name__}"
-            )
+            text = f"Tool {self.name!r} returned a value that is not JSON: {type(exc).__name__}"
+            return _error(use, text), type(exc).__name__
 
 
 @overload
@@ -288,6 +300,10 @@ def _unknown(use: ToolUseBlock, tools: Mapping[str, Tool]) -> ToolResultBlock:
 
 
 Finished = tuple[ToolUseBlock, ToolResultBlock, float]
+Record = Callable[[ToolResultBlock, str | None], None]
+Observe = Callable[[ToolUseBlock, str | None], AbstractContextManager[Record]]
+"""Around one call, inside its task: given the call and its tool's description, a context
+manager yielding where the result and its failure kind go (the tracing seam)."""
 
 
 class ToolRound:
@@ -308,19 +324,28 @@ class ToolRound:
     def uses(self) -> tuple[ToolUseBlock, ...]:
         return self._uses
 
-    def start(self) -> None:
-        """Start every call (on the running loop)."""
-        self._tasks = [asyncio.create_task(self._one(use)) for use in self._uses]
+    def start(self, observe: Observe | None = None) -> None:
+        """Start every call (on the running loop), each inside ``observe(...)`` when given."""
+        self._tasks = [asyncio.create_task(self._one(use, observe)) for use in self._uses]
         self._pending = set(self._tasks)
 
-    async def _one(self, use: ToolUseBlock) -> Finished:
+    async def _one(self, use: ToolUseBlock, observe: Observe | None) -> Finished:
         start = time.monotonic()
         found = self._tools.get(use.name)
-        if found is None:
-            result = _unknown(use, self._tools)
+        if observe is None:
+            result, _ = await self._call(use, found)
         else:
-            result = await found.run(use, timeout=self._timeout)
+            with observe(use, found.description if found is not None else None) as record:
+                result, failure = await self._call(use, found)
+                record(result, failure)
         return use, result, time.monotonic() - start
+
+    async def _call(
+        self, use: ToolUseBlock, found: Tool | None
+    ) -> tuple[ToolResultBlock, str | None]:
+        if found is None:
+            return _unknown(use, self._tools), "unknown_tool"
+        return await found.run_and_explain(use, timeout=self._timeout)
 
     async def next_finished(self) -> Finished | None:
         """The next call to finish, or None once every call has finished."""

@@ -32,6 +32,7 @@ from aiostream_chat import (
     Reply,
     RetryPolicy,
     ThrottlingError,
+    ToolCallStarted,
     ToolSpec,
     Usage,
     _fastpath,
@@ -768,6 +769,109 @@ async def test_a_tool_loop_is_sibling_chat_spans_under_one_turn(
     assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
     assert sent[2]["parts"][0]["type"] == "tool_call_response"
     assert [p.count for p in otel.points("gen_ai.client.operation.duration")] == [3]
+
+
+async def test_each_tool_call_is_an_execute_tool_span_under_the_turn(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Every tool call the stream runs is an INTERNAL `execute_tool {name}` span under the
+    turn span, with the call's id, name, type and description; with content capture its
+    arguments and result. Spans the tool itself makes nest under it (also from a sync tool's
+    worker thread). A tool that raises, times out or does not exist ends its span with
+    error.type (the exception's class, "timeout", "unknown_tool"); the turn goes on."""
+    otel = instrumented(capture_content=True)
+    tracer = otel.tracer_provider.get_tracer("tool-code")
+
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        with tracer.start_as_current_span("lookup"):
+            return f"sunny in {city}"
+
+    @tool
+    async def broken(city: str) -> str:
+        """Always fails."""
+        raise LookupError(f"no data for {city}")
+
+    @tool
+    async def slow(city: str) -> str:
+        """Never answers in time."""
+        await asyncio.sleep(10)
+        return city
+
+    fake_bedrock.responder = agent(
+        [
+            ToolUse("weather", {"city": "Paris"}),
+            ToolUse("broken", {"city": "Oslo"}),
+            ToolUse("slow", {"city": "Rome"}),
+            ToolUse("missing", {"city": "Bern"}),
+        ]
+    )
+    conv = make_conv(tools=[weather, broken, slow])
+    result = await conv.send("Weather?", tool_timeout=0.2)
+    assert result.stop_reason == "end_turn"
+
+    (turn,) = _by_name(otel)["invoke_agent"]
+    tools = {
+        (s.attributes or {})["gen_ai.tool.name"]: s
+        for s in otel.spans()
+        if s.name.startswith("execute_tool ")
+    }
+    assert sorted(tools) == ["broken", "missing", "slow", "weather"]
+    for name, span in tools.items():
+        attrs = span.attributes or {}
+        assert span.name == f"execute_tool {name}" and span.kind is SpanKind.INTERNAL
+        assert span.parent is not None and span.parent.span_id == turn.context.span_id
+        assert attrs["gen_ai.operation.name"] == "execute_tool"
+        assert attrs["gen_ai.tool.type"] == "function"
+        assert str(attrs["gen_ai.tool.call.id"]).startswith("tooluse_")
+        assert json.loads(str(attrs["gen_ai.tool.call.arguments"]))["city"]
+    ok = tools["weather"].attributes or {}
+    assert ok["gen_ai.tool.description"] == "The weather in a city."
+    assert json.loads(str(ok["gen_ai.tool.call.result"])) == ["sunny in Paris"]
+    assert "error.type" not in ok and tools["weather"].status.status_code is not StatusCode.ERROR
+    kinds = {n: (s.attributes or {}).get("error.type") for n, s in tools.items()}
+    assert kinds == {
+        "weather": None,
+        "broken": "LookupError",
+        "slow": "timeout",
+        "missing": "unknown_tool",
+    }
+    assert tools["broken"].status.status_code is StatusCode.ERROR
+    (lookup,) = [s for s in otel.spans() if s.name == "lookup"]
+    weather_context = tools["weather"].context
+    assert weather_context is not None
+    assert lookup.parent is not None and lookup.parent.span_id == weather_context.span_id
+
+
+async def test_a_tool_call_cut_short_by_cancel_ends_its_span_cancelled(
+    instrumented: Instrument, fake_bedrock: FakeBedrock, make_conv: MakeConv
+) -> None:
+    """Closing the stream while a tool runs cancels the call: its execute_tool span ends
+    with error.type="cancelled", like the turn's."""
+    otel = instrumented()
+    started = asyncio.Event()
+
+    @tool
+    async def wait(city: str) -> str:
+        """Waits."""
+        started.set()
+        await asyncio.sleep(10)
+        return city
+
+    fake_bedrock.responder = agent([ToolUse("wait", {"city": "Paris"})])
+    stream = make_conv(tools=[wait]).stream("Wait?")
+    events = stream.events()  # held: leaving `async for` must not close the stream yet
+    async for event in events:
+        if isinstance(event, ToolCallStarted):
+            break
+    await asyncio.wait_for(started.wait(), 5)
+    await stream.aclose()
+
+    (span,) = [s for s in otel.spans() if s.name == "execute_tool wait"]
+    assert (span.attributes or {})["error.type"] == "cancelled"
+    (turn,) = _by_name(otel)["invoke_agent"]
+    assert (turn.attributes or {})["error.type"] == "cancelled"
 
 
 async def test_the_callers_span_is_the_parent(

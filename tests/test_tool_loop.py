@@ -348,7 +348,8 @@ async def test_aclose_returns_although_a_tool_ignores_cancellation(
 async def test_each_round_is_one_model_call_for_observers(
     fake_bedrock: FakeBedrock, make_conv: MakeConv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The instrumentation seam sees one call per round and one end of the whole turn."""
+    """The instrumentation seam sees one call per round, each tool call between rounds, and
+    one end of the whole turn."""
     from aiostream_chat import _observe
 
     seen: list[tuple[Any, ...]] = []
@@ -359,6 +360,11 @@ async def test_each_round_is_one_model_call_for_observers(
 
         def sending(self) -> Any:
             return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def tool_call(self, use: Any, description: Any) -> Any:
+            seen.append(("tool_call", use.name))
+            yield lambda result, failure: seen.append(("tool_result", failure))
 
         def retrying(self, attempt: int, delay: float, error: Any) -> None:
             seen.append(("retrying", attempt))
@@ -378,6 +384,8 @@ async def test_each_round_is_one_model_call_for_observers(
     assert seen == [
         ("call_started", 0, 1),
         ("call_ended", "tool_use"),
+        ("tool_call", "weather"),
+        ("tool_result", None),
         ("call_started", 1, 3),
         ("call_ended", "end_turn"),
         ("turn_ended", 4, False),
