@@ -6,9 +6,11 @@ streak, pause end, bucket levels and their time stamp), ``...:slots`` and ``...:
 server's clock. A slot expires unless its process renews it, so a crashed process frees its
 slots after ``slot_ttl`` seconds.
 
-Waiting: in each process one waiter at a time asks Redis. While the limit is reached it
-blocks on a wake-up list that every release pushes to (``BLPOP``, at most ``_POLL`` seconds,
-so a lost wake-up costs little); a bucket or a pause names its exact wait. Releases and
+Waiting: in each process one waiter at a time asks Redis; the others queue in the process, a
+retry ahead of first attempts (it has waited longest, as with ``Limiter.local``). While the
+limit is reached the asking waiter blocks on a wake-up list that every release pushes to
+(``BLPOP``, at most ``_POLL`` seconds, so a lost wake-up costs little); a bucket or a pause
+names its exact wait. Releases and
 reports run in the background (``Permit.release`` is synchronous); ``aclose()`` waits for
 them.
 """
@@ -16,8 +18,10 @@ them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -129,6 +133,41 @@ class _RedisPermit:
             self._limiter._report(self._limiter._release(self, outcome, tokens))
 
 
+class _Gate:
+    """Who asks Redis next in this process: one at a time, queued in order, retries first."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, first: bool) -> None:
+        if not self._held and not self._waiters:
+            self._held = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if first:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # handed the gate, then cancelled
+                self.release()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # handed over: the gate stays held
+                return
+        self._held = False
+
+
 class RedisLimiter:
     """The engine behind ``Limiter.redis``: limits whose state lives in Redis under ``name``.
 
@@ -161,7 +200,7 @@ class RedisLimiter:
         base = f"{prefix}:limiter:{{{name}}}"
         self._keys = [f"{base}:state", f"{base}:slots", f"{base}:admitted", f"{base}:wake"]
         self._slot_ms = int(slot_ttl * 1000)
-        self._gate = asyncio.Lock()  # one poller per process; the others queue here (FIFO)
+        self._gate = _Gate()  # one poller per process; the others queue here
         self._held: dict[str, _RedisPermit] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -171,12 +210,14 @@ class RedisLimiter:
         return [self.max_in_flight or 0, self.requests_per_minute or 0, self.tokens_per_minute or 0]
 
     async def acquire(self, *, retry: bool = False) -> _RedisPermit:
-        """Wait for a slot and the rate buckets in Redis (``retry`` has no priority here)."""
+        """Wait for a slot and the rate buckets in Redis; a ``retry`` goes ahead of the first
+        attempts queued in this process (not of other processes' waiters)."""
         if self._closed:
             raise RuntimeError("the limiter is closed")
         permit_id = uuid.uuid4().hex
         args = [permit_id, *self._args(), self._slot_ms]
-        async with self._gate:
+        await self._gate.acquire(first=retry)
+        try:
             while True:
                 granted, epoch, wait = await guarded(
                     lambda: self._acquire(keys=self._keys, args=args), "acquire a limiter slot"
@@ -190,6 +231,8 @@ class RedisLimiter:
                         lambda: self._redis.blpop([self._keys[3]], timeout=_POLL),
                         "wait for a limiter slot",
                     )
+        finally:
+            self._gate.release()
         permit = _RedisPermit(self, permit_id, int(epoch))
         self._held[permit_id] = permit
         if self._heartbeat is None or self._heartbeat.done():

@@ -83,6 +83,60 @@ async def test_a_waiter_cancelled_holds_nothing(make_limiter: MakeLimiter) -> No
     second.release("completed")
 
 
+async def test_a_retry_goes_ahead_of_first_attempts_waiting_in_this_process(
+    make_limiter: MakeLimiter,
+) -> None:
+    """With the one slot held and first attempts queued, a retry that queues after them gets
+    the slot before the ones still waiting (on Redis: all but the waiter already asking Redis),
+    so backoff never sends a retry to the back of the line."""
+    limiter = make_limiter(max_in_flight=1)
+    held = await limiter.acquire()
+    order: list[str] = []
+
+    async def take(name: str, retry: bool) -> None:
+        permit = await limiter.acquire(retry=retry)
+        order.append(name)
+        await asyncio.sleep(0.01)
+        permit.release("completed")
+
+    tasks = []
+    for name in ("first-1", "first-2", "first-3"):
+        tasks.append(asyncio.create_task(take(name, retry=False)))
+        await asyncio.sleep(0.02)  # queued in this order
+    tasks.append(asyncio.create_task(take("retry", retry=True)))
+    await asyncio.sleep(0.02)
+    held.release("completed")
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert sorted(order) == ["first-1", "first-2", "first-3", "retry"]
+    assert order.index("retry") < order.index("first-2") < order.index("first-3")
+
+
+async def test_waiters_cancelled_in_the_queue_hold_nothing(make_limiter: MakeLimiter) -> None:
+    """Of four waiters queued behind the held slot, cancelling two (a retry among them) leaves
+    the queue working: the other two are served, nothing is held afterwards."""
+    limiter = make_limiter(max_in_flight=1)
+    held = await limiter.acquire()
+    served: list[int] = []
+
+    async def take(n: int, retry: bool) -> None:
+        permit = await limiter.acquire(retry=retry)
+        served.append(n)
+        permit.release("completed")
+
+    tasks = [asyncio.create_task(take(n, retry=n == 2)) for n in range(4)]
+    await asyncio.sleep(0.05)
+    for n in (1, 2):
+        tasks[n].cancel()
+    held.release("completed")
+    done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    kinds = [type(d).__name__ for d in done]
+    assert kinds == ["NoneType", "CancelledError", "CancelledError", "NoneType"]
+    assert sorted(served) == [0, 3]
+    await _settle()
+    again = await asyncio.wait_for(limiter.acquire(), 10)
+    again.release("completed")
+
+
 async def test_throttling_halves_the_limit_and_success_raises_it(
     make_limiter: MakeLimiter,
 ) -> None:
