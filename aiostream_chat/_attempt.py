@@ -58,7 +58,6 @@ class Attempt:
         "_body",
         "_decoder",
         "_permit",
-        "chunk_seen",
         "first_token",
         "number",
         "request_id",
@@ -71,7 +70,6 @@ class Attempt:
         self.started = time.monotonic()
         self.first_token: float | None = None
         """Seconds from ``started`` to the first content of this attempt."""
-        self.chunk_seen = False  # the observer got first_token
         self.request_id: str | None = None
         self._body: RawBody | None = None
         self._decoder = EventStreamDecoder()

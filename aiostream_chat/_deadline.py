@@ -58,10 +58,10 @@ def nearest(
 class Watchdog:
     """Interrupts the task awaiting under it: at its deadline, or on ``interrupt()``.
 
-    ``enter(deadline)`` before an await and ``leave()`` after it (in ``finally``). When the
+    ``enter(deadline)`` before an await and ``leave()`` after it, however it ended. When the
     deadline passes or ``interrupt()`` is called during the await, the task is cancelled and
-    ``fired(task)`` (called where it catches the ``CancelledError``) says why; a cancellation
-    from anyone else is left alone.
+    ``leave()`` says why (undoing that cancellation); a cancellation from anyone else is left
+    alone and ``leave()`` returns None.
     """
 
     __slots__ = ("_armed", "_cancelling", "_deadline", "_handle", "_task", "_why")
@@ -74,7 +74,7 @@ class Watchdog:
         self._cancelling = 0
         self._why: Why | None = None
 
-    def enter(self, deadline: float | None) -> asyncio.Task[object]:
+    def enter(self, deadline: float | None) -> None:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a stream can only be read from inside an asyncio task")
@@ -82,7 +82,6 @@ class Watchdog:
         self._cancelling = task.cancelling()
         if deadline is not None and deadline < self._armed:
             self._arm(deadline)
-        return task
 
     def leave(self) -> Why | None:
         """End the await; why the watchdog cancelled it, if it did (cancellation undone)."""

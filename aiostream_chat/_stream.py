@@ -11,6 +11,7 @@ retry is allowed) is exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -58,6 +59,7 @@ log = logging.getLogger("aiostream_chat")
 T = TypeVar("T")
 
 _CONTENT = (TextDelta, ToolUseDelta, ReasoningDelta, CitationDelta)
+_NOT_OBSERVED = contextlib.nullcontext()  # reusable: it holds no state
 _WHY = {
     TotalTimeoutError: "the turn's total time budget ran out",
     FirstTokenTimeoutError: "no content arrived within the first-token timeout",
@@ -225,7 +227,9 @@ class ChatStream:
             if isinstance(item, _CONTENT) or (
                 type(item) is UnknownEvent and item.name == "contentBlockDelta"
             ):
-                self._delivered = True
+                if not self._delivered:  # the round's first chunk reached the caller
+                    self._delivered = True
+                    self._first_chunk()
                 if type(item) is TextDelta:
                     self._text_parts.append(item.text)
             if self._loop.output is not None:
@@ -278,10 +282,8 @@ class ChatStream:
         if self._observer is not None and self._observed_round != self._round:
             self._observed_round = self._round
             self._observer.call_started(self._round, self._request)
-        if self._observer is None:
-            await self._guarded(attempt.open(client, self._request), attempt)
-            return
-        with self._observer.sending():
+        sending = _NOT_OBSERVED if self._observer is None else self._observer.sending()
+        with sending:
             await self._guarded(attempt.open(client, self._request), attempt)
 
     async def _end_of_body(self, attempt: Attempt) -> None:
@@ -425,17 +427,15 @@ class ChatStream:
             request_id = self._attempt.request_id
         return {"request_id": request_id, "model_id": self._turn.model_id}
 
-    def _end_call(self, reply: Reply | None, error: ChatError | None) -> None:
-        """Tell the observer the model call ended, and its time to first chunk if content came
-        (a failed or cancelled call's too; once per attempt)."""
-        observer = self._observer
-        if observer is None:
-            return
+    def _first_chunk(self) -> None:
+        """Tell the observer the call's time to first chunk (whether it then completes or not)."""
         attempt = self._attempt
-        if attempt is not None and attempt.first_token is not None and not attempt.chunk_seen:
-            attempt.chunk_seen = True
-            observer.first_chunk(attempt.first_token)
-        observer.call_ended(reply, error)
+        if self._observer is not None and attempt is not None and attempt.first_token is not None:
+            self._observer.first_chunk(attempt.first_token)
+
+    def _end_call(self, reply: Reply | None, error: ChatError | None) -> None:
+        if self._observer is not None:
+            self._observer.call_ended(reply, error)
 
     def _fail(self, error: ChatError) -> None:
         self._end_call(None, error)
