@@ -11,6 +11,7 @@ the default did before), measured with `--unshared` conversations. Target: share
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -63,7 +64,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--conversations", type=int, default=1000)
     p.add_argument("--unshared", type=int, default=20)
-    p.add_argument("--child", nargs=3, metavar=("MODE", "URL", "COUNT"), help=argparse_hidden())
+    p.add_argument("--child", nargs=3, metavar=("MODE", "URL", "COUNT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         mode, url, count = args.child
@@ -98,12 +99,6 @@ def main() -> None:
                 f"({count} conversations, +{result['grown_mib']:.1f} MiB over "
                 f"{result['base_mib']:.1f} MiB){target}"
             )
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

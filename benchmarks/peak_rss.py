@@ -10,6 +10,7 @@ the streams started. Target: ratio of peaks SDK / raw <= 1.1.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -84,7 +85,7 @@ async def child(side: str, url: str, streams: int) -> dict[str, float]:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--streams", type=int, default=1000)
-    p.add_argument("--child", choices=["sdk", "raw"], help=argparse_hidden())
+    p.add_argument("--child", choices=["sdk", "raw"], help=argparse.SUPPRESS)
     p.add_argument("--url")
     args = p.parse_args()
     if args.child:
@@ -123,12 +124,6 @@ def main() -> None:
         f"  growth over the process before the streams: sdk {s - sb:.1f} MiB,"
         f" raw {r - rb:.1f} MiB, ratio {(s - sb) / (r - rb):.3f}"
     )
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
